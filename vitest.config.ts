@@ -1,0 +1,12 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    // Each test file owns its data (a fresh PGlite, or a fresh PostgreSQL database), so files
+    // run in parallel safely; forks isolate PGlite's WASM heaps from one another.
+    pool: "forks",
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+  },
+});
