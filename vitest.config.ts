@@ -8,5 +8,8 @@ export default defineConfig({
     pool: "forks",
     testTimeout: 30_000,
     hookTimeout: 60_000,
+    // CI also writes a machine-readable report that .ci/run turns into "N passed, N failed".
+    reporters: process.env.CI ? ["default", "json"] : ["default"],
+    outputFile: { json: ".vitest-results.json" },
   },
 });

@@ -1,0 +1,218 @@
+/**
+ * The service assembled from its dependencies: store, caches, handlers, both listeners. Built by
+ * main.ts (and by tests) with a validated Config and a logger; listens only when `start` is
+ * called, and `stop` undoes everything in order.
+ *
+ * Start order: listeners first, reporting NOT_SERVING, so orchestrators see a live process
+ * while migrations run; then migrate, seed the demo if the embedded database is new, and only
+ * then SERVING. Stop order: NOT_SERVING, stop accepting, let in-flight calls finish within the
+ * grace period, close the store.
+ */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { file_licensing_admin_v1_admin } from "./gen/licensing/admin/v1/admin_pb.js";
+import { file_licensing_v1_licensing } from "./gen/licensing/v1/licensing_pb.js";
+import { createAdminAuthenticator } from "./admin/admin-auth.js";
+import { createAdminBinding } from "./admin/admin-handlers.js";
+import { ensureAdminTokenFile } from "./admin/admin-token.js";
+import type { Config } from "./config.js";
+import { createLicensingBinding } from "./licensing/licensing-binding.js";
+import { createLoadingCache } from "./licensing/loading-cache.js";
+import type { ApiKeyRecord, LicenseSnapshot } from "./licensing/snapshot.js";
+import type { Logger } from "./logger.js";
+import { packageRoot } from "./package-root.js";
+import { applyRules, type IssuedKey } from "./rules/apply.js";
+import { parseRules } from "./rules/parse.js";
+import { createGrpcServer, type GrpcServer } from "./server/grpc-server.js";
+import { createHealthRegistry, type HealthRegistry } from "./server/health.js";
+import { createHttpServer, type HttpRoute, type HttpServer } from "./server/http-server.js";
+import { createStore, type Store } from "./store/database.js";
+import { findApiKeyByHash, loadLicenseSnapshot } from "./store/licenses.js";
+import { migrateToLatest, pendingMigrations } from "./store/migrate.js";
+
+export interface AppOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+  /** Epoch milliseconds; injected so tests can fix time. */
+  readonly now?: () => number;
+  /** Where to print the one-time demo banner (a person reads it; it is not a log line). */
+  readonly announce?: (text: string) => void;
+}
+
+export interface StartedApp {
+  readonly grpcPort: number;
+  readonly httpPort: number;
+}
+
+export interface App {
+  start(): Promise<StartedApp>;
+  stop(): Promise<void>;
+  readonly health: HealthRegistry;
+}
+
+/** The service names health reports on, besides "" (the whole server). */
+const SERVICES = ["licensing.v1.LicensingService", "licensing.admin.v1.AdminService"];
+
+export function createApp(options: AppOptions): App {
+  const { config, logger } = options;
+  const now = options.now ?? Date.now;
+  const health = createHealthRegistry();
+  let store: Store | undefined;
+  let grpc: GrpcServer | undefined;
+  let http: HttpServer | undefined;
+  let ready = false;
+
+  async function start(): Promise<StartedApp> {
+    health.setAll("NOT_SERVING");
+    store = await createStore({
+      databaseUrl: config.databaseUrl,
+      dataDir: config.dataDir,
+      poolMax: config.dbPoolMax,
+      connectTimeoutMs: config.dbConnectTimeoutMs,
+    });
+    logger.info({ database: store.describe() }, "store opened");
+    const db = store.db;
+
+    const keys = createLoadingCache<string, ApiKeyRecord>({
+      load: (hash) => findApiKeyByHash(db, hash),
+      negativeTtlMs: config.unknownKeyCacheMs,
+      now,
+    });
+    const licenses = createLoadingCache<string, LicenseSnapshot>({
+      load: (id) => loadLicenseSnapshot(db, id),
+      negativeTtlMs: 0,
+      now,
+    });
+    const adminToken = await resolveAdminToken(config, store, logger);
+    const bindings = [
+      createLicensingBinding({ keys, licenses, now, cacheTtlMs: config.checkCacheTtlMs }),
+      createAdminBinding({
+        db,
+        authenticate: createAdminAuthenticator(adminToken),
+        onRulesChanged: () => {
+          keys.invalidateAll();
+          licenses.invalidateAll();
+        },
+        now,
+        logger: logger.child({ component: "admin" }),
+      }),
+    ];
+
+    grpc = createGrpcServer({
+      bindings,
+      health,
+      reflectionFiles: [file_licensing_v1_licensing, file_licensing_admin_v1_admin],
+      maxReceiveMessageBytes: config.maxMessageBytes,
+      logger: logger.child({ component: "grpc" }),
+    });
+    http = createHttpServer({
+      bindings,
+      routes: probeRoutes(() => ready),
+      maxBodyBytes: config.maxMessageBytes,
+      logger: logger.child({ component: "http" }),
+    });
+    const grpcPort = await grpc.listen(config.host, config.grpcPort);
+    const httpPort = await http.listen(config.host, config.httpPort);
+    logger.info({ host: config.host, grpcPort, httpPort }, "listening (not serving until migrated)");
+
+    await prepareDatabase(config, store, logger);
+    await seedDemoIfNew(config, store, { grpcPort, httpPort }, logger, options.announce, now);
+
+    ready = true;
+    health.setAll("SERVING");
+    for (const service of SERVICES) health.set(service, "SERVING");
+    logger.info("serving");
+    return { grpcPort, httpPort };
+  }
+
+  async function stop(): Promise<void> {
+    ready = false;
+    health.setAll("NOT_SERVING");
+    logger.info({ graceMs: config.shutdownGraceMs }, "shutting down: draining in-flight calls");
+    await Promise.all([grpc?.shutdown(config.shutdownGraceMs), http?.close(config.shutdownGraceMs)]);
+    await store?.close();
+    logger.info("stopped");
+  }
+
+  return { start, stop, health };
+}
+
+async function resolveAdminToken(config: Config, store: Store, logger: Logger): Promise<string | undefined> {
+  if (config.adminToken !== undefined) return config.adminToken;
+  if (store.backend === "pglite") {
+    const token = await ensureAdminTokenFile(config.dataDir);
+    logger.info({ file: join(config.dataDir, "admin-token") }, "admin token read from the data directory");
+    return token;
+  }
+  logger.warn("ADMIN_TOKEN is not set: the admin API refuses every call");
+  return undefined;
+}
+
+async function prepareDatabase(config: Config, store: Store, logger: Logger): Promise<void> {
+  if (config.migrateOnStart) {
+    const applied = await migrateToLatest(store.db);
+    if (applied.length > 0) logger.info({ migrations: applied }, "migrations applied");
+    return;
+  }
+  const pending = await pendingMigrations(store.db);
+  if (pending.length > 0) {
+    throw new Error(
+      `MIGRATE_ON_START is false and ${pending.length} migration(s) are pending (${pending.join(", ")}): run "licensing migrate" first`,
+    );
+  }
+}
+
+/**
+ * First start of an empty embedded database: apply examples/demo.yaml so `npm start` has
+ * something to call, and show the new demo keys once.
+ */
+async function seedDemoIfNew(
+  config: Config,
+  store: Store,
+  ports: StartedApp,
+  logger: Logger,
+  announce: ((text: string) => void) | undefined,
+  now: () => number,
+): Promise<void> {
+  if (config.demoSeed !== "auto" || store.backend !== "pglite") return;
+  const existing = await store.db.selectFrom("accounts").select("id").limit(1).executeTakeFirst();
+  if (existing !== undefined) return;
+  const document = await readFile(join(packageRoot(), "examples", "demo.yaml"), "utf8");
+  const result = await applyRules(store.db, parseRules(document), { prune: false, dryRun: false, now: new Date(now()) });
+  logger.info({ keys: result.issuedKeys.map((k) => k.id) }, "demo rules applied to the new embedded database");
+  announce?.(demoBanner(result.issuedKeys, config.host, ports));
+}
+
+function demoBanner(keys: readonly IssuedKey[], host: string, ports: StartedApp): string {
+  const key = keys.find((k) => k.id === "demo-key") ?? keys[0];
+  if (key === undefined) return "";
+  const address = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+  return [
+    "",
+    `Demo data seeded. API key for licence ${key.licenseId} (shown once, store it now):`,
+    `  ${key.secret}`,
+    "",
+    "Ask for a decision over gRPC (grpcurl uses server reflection):",
+    `  grpcurl -plaintext -d '{"api_key":"${key.secret}","feature":"reports.export"}' ${address}:${ports.grpcPort} licensing.v1.LicensingService/Check`,
+    "",
+    "Or with curl, over the Connect JSON protocol:",
+    `  curl -s http://${address}:${ports.httpPort}/licensing.v1.LicensingService/Check -H 'content-type: application/json' -d '{"apiKey":"${key.secret}","feature":"reports.export"}'`,
+    "",
+  ].join("\n");
+}
+
+function probeRoutes(isReady: () => boolean): HttpRoute[] {
+  const json = (res: import("node:http").ServerResponse, status: number, body: object) => {
+    res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store" });
+    res.end(JSON.stringify(body));
+  };
+  return [
+    { method: "GET", path: "/healthz", handle: (_req, res) => json(res, 200, { status: "ok" }) },
+    {
+      method: "GET",
+      path: "/readyz",
+      handle: (_req, res) =>
+        isReady() ? json(res, 200, { status: "ready" }) : json(res, 503, { status: "not_ready" }),
+    },
+  ];
+}
