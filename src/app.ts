@@ -150,7 +150,7 @@ async function resolveAdminToken(config: Config, store: Store, logger: Logger): 
 
 async function prepareDatabase(config: Config, store: Store, logger: Logger): Promise<void> {
   if (config.migrateOnStart) {
-    const applied = await migrateToLatest(store.db);
+    const { applied } = await migrateToLatest(store.db);
     if (applied.length > 0) logger.info({ migrations: applied }, "migrations applied");
     return;
   }

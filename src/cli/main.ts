@@ -121,9 +121,9 @@ async function migrate(args: string[]): Promise<number> {
   try {
     if (values.down === true) {
       const reverted = await migrateDown(store.db);
-      process.stdout.write(reverted.length === 0 ? "nothing to revert\n" : `reverted ${reverted.join(", ")}\n`);
+      process.stdout.write(reverted === undefined ? "nothing to revert\n" : `reverted ${reverted}\n`);
     } else {
-      const applied = await migrateToLatest(store.db);
+      const { applied } = await migrateToLatest(store.db);
       process.stdout.write(applied.length === 0 ? "database is up to date\n" : `applied ${applied.join(", ")}\n`);
     }
     return 0;
