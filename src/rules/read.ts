@@ -1,0 +1,118 @@
+/**
+ * The database's current licensing state as a normalized rules document: what Apply diffs
+ * against and what Export prints. Reads only; pass a transaction to read a consistent snapshot.
+ */
+import type { Kysely, Selectable } from "kysely";
+import type { ApiKeysTable, Database, EntitlementsTable, LicensesTable } from "../store/schema.js";
+import { compareStrings } from "./checker.js";
+import type { ApiKeyRule, EntitlementRule, LicenseRule, PlanRule, RulesDocument, ScalingRule } from "./types.js";
+import { RULES_VERSION } from "./types.js";
+
+/** Every account, plan, licence (with its overrides) and API key, sorted as types.ts says. */
+export async function readRules(db: Kysely<Database>): Promise<RulesDocument> {
+  // One query after another, not Promise.all: inside a transaction they share one connection.
+  const accounts = await db.selectFrom("accounts").select(["id", "name"]).execute();
+  const plans = await db.selectFrom("plans").select(["name", "description"]).execute();
+  const licenses = await db.selectFrom("licenses").selectAll().execute();
+  const entitlements = await db.selectFrom("entitlements").selectAll().execute();
+  const keys = await db.selectFrom("api_keys").selectAll().execute();
+  return {
+    version: RULES_VERSION,
+    accounts: accounts.map((a) => ({ id: a.id, name: a.name })).sort((a, b) => compareStrings(a.id, b.id)),
+    plans: plans
+      .map((p) => toPlanRule(p, entitlements.filter((e) => e.plan === p.name)))
+      .sort((a, b) => compareStrings(a.name, b.name)),
+    licenses: licenses
+      .map((l) => toLicenseRule(l, entitlements.filter((e) => e.license_id === l.id)))
+      .sort((a, b) => compareStrings(a.id, b.id)),
+    api_keys: keys.map(toApiKeyRule).sort((a, b) => compareStrings(a.id, b.id)),
+  };
+}
+
+type EntitlementRow = Selectable<EntitlementsTable>;
+
+function toPlanRule(plan: { name: string; description: string | null }, rows: EntitlementRow[]): PlanRule {
+  const rule: PlanRule = { name: plan.name, entitlements: toEntitlementRules(rows) };
+  if (plan.description !== null) rule.description = plan.description;
+  return rule;
+}
+
+function toLicenseRule(row: Selectable<LicensesTable>, overrides: EntitlementRow[]): LicenseRule {
+  const rule: LicenseRule = {
+    id: row.id,
+    account: row.account_id,
+    plan: row.plan,
+    status: row.status,
+    environments: sortedNames(row.environments),
+    overrides: toEntitlementRules(overrides),
+  };
+  if (row.valid_from !== null) rule.valid_from = isoString(row.valid_from);
+  if (row.valid_until !== null) rule.valid_until = isoString(row.valid_until);
+  return rule;
+}
+
+function toApiKeyRule(row: Selectable<ApiKeysTable>): ApiKeyRule {
+  const rule: ApiKeyRule = {
+    id: row.id,
+    license: row.license_id,
+    scopes: sortedNames(row.scopes),
+    revoked: row.revoked_at !== null,
+  };
+  if (row.expires_at !== null) rule.expires_at = isoString(row.expires_at);
+  return rule;
+}
+
+function toEntitlementRules(rows: EntitlementRow[]): EntitlementRule[] {
+  return rows.map(toEntitlementRule).sort((a, b) => compareStrings(a.feature, b.feature));
+}
+
+function toEntitlementRule(row: EntitlementRow): EntitlementRule {
+  const rule: EntitlementRule = {
+    feature: row.feature,
+    kind: row.kind,
+    overage: row.overage,
+    failure_mode: row.failure_mode,
+    roles: sortedNames(row.roles),
+  };
+  if (row.limit !== null) rule.limit = Number(row.limit);
+  if (row.period !== null) rule.period = row.period;
+  if (row.burst !== null) rule.burst = Number(row.burst);
+  if (row.unit_price !== null) rule.unit_price = Number(row.unit_price);
+  const scaling = toScalingRule(row.scaling);
+  if (scaling !== undefined) rule.scaling = scaling;
+  return rule;
+}
+
+const SCALING_FIELDS = [
+  "min", "max", "step", "target_utilization", "scale_up_cooldown_seconds", "scale_down_cooldown_seconds",
+  "budget_per_period",
+] as const;
+
+/**
+ * The jsonb scaling column as a ScalingRule. Only the documented numeric fields are kept: Apply
+ * writes nothing else, and anything else (written by another tool) could not be re-applied.
+ */
+function toScalingRule(value: unknown): ScalingRule | undefined {
+  const parsed: unknown = typeof value === "string" ? JSON.parse(value) : value;
+  if (typeof parsed !== "object" || parsed === null) return undefined;
+  const source = parsed as Record<string, unknown>;
+  const rule: ScalingRule = { min: numberOr(source.min, 0), max: numberOr(source.max, 0) };
+  for (const key of SCALING_FIELDS) {
+    const n = source[key];
+    if (typeof n === "number") rule[key] = n;
+  }
+  return rule;
+}
+
+function numberOr(value: unknown, fallback: number): number {
+  return typeof value === "number" ? value : fallback;
+}
+
+function sortedNames(names: readonly string[]): string[] {
+  return [...names].sort(compareStrings);
+}
+
+/** Timestamps are read as Date; a string (a driver without the Date parser) is normalized too. */
+function isoString(value: Date | string): string {
+  return new Date(value).toISOString();
+}

@@ -1,0 +1,138 @@
+/**
+ * The rules document: how operators declare accounts, plans, licences and API keys.
+ *
+ * These types describe a *validated, normalized* document: every default is filled in, every
+ * list of names is sorted and free of duplicates, and every time is a canonical ISO 8601 UTC
+ * string (`2026-01-01T00:00:00.000Z`). Two documents that mean the same thing are therefore
+ * deep-equal, which is what lets `diffRules` compare a document with the database field by
+ * field. `validateRules` is the only producer of this shape from untrusted input; the format
+ * itself is documented in docs/rules.md and schemas/rules.schema.json.
+ */
+import type {
+  EntitlementKind,
+  EntitlementPeriod,
+  FailureMode,
+  LicenseStatus,
+  OveragePolicy,
+} from "../store/schema.js";
+
+export type { EntitlementKind, EntitlementPeriod, FailureMode, LicenseStatus, OveragePolicy };
+
+/** The only format version this code reads and writes. */
+export const RULES_VERSION = 1;
+
+/** Largest accepted document, in bytes of UTF-8 (the admin API caps requests at the same). */
+export const MAX_RULES_DOCUMENT_BYTES = 4 * 1024 * 1024;
+
+export interface RulesDocument {
+  version: typeof RULES_VERSION;
+  /** Sorted by id. */
+  accounts: AccountRule[];
+  /** Sorted by name. */
+  plans: PlanRule[];
+  /** Sorted by id. */
+  licenses: LicenseRule[];
+  /** Sorted by id. */
+  api_keys: ApiKeyRule[];
+}
+
+export interface AccountRule {
+  id: string;
+  name: string;
+}
+
+export interface PlanRule {
+  name: string;
+  /** Absent: no description (stored as null). */
+  description?: string;
+  /** Sorted by feature; at most one per feature. */
+  entitlements: EntitlementRule[];
+}
+
+export interface LicenseRule {
+  id: string;
+  /** An account id declared in the same document. */
+  account: string;
+  /** A plan name declared in the same document. */
+  plan: string;
+  /** Default "active". */
+  status: LicenseStatus;
+  /** Absent: valid since forever. Canonical ISO string. */
+  valid_from?: string;
+  /** Absent: valid forever. Canonical ISO string, after valid_from. */
+  valid_until?: string;
+  /** Empty (the default): every environment is allowed. Sorted. */
+  environments: string[];
+  /** Entitlements replacing the plan's for the same feature. Sorted by feature. */
+  overrides: EntitlementRule[];
+}
+
+export interface ApiKeyRule {
+  id: string;
+  /** A licence id declared in the same document. */
+  license: string;
+  /** Sorted; empty by default. */
+  scopes: string[];
+  /** Absent: never expires. Canonical ISO string. */
+  expires_at?: string;
+  /** Default false. */
+  revoked: boolean;
+}
+
+export interface EntitlementRule {
+  feature: string;
+  kind: EntitlementKind;
+  /** Required for every kind but boolean; absent for boolean. */
+  limit?: number;
+  /** quota: hour|day|month|lifetime; rate: second|minute; absent otherwise. */
+  period?: EntitlementPeriod;
+  /** rate only; absent means equal to limit. */
+  burst?: number;
+  /** Default "block". */
+  overage: OveragePolicy;
+  /** Default "fail_closed". */
+  failure_mode: FailureMode;
+  /** quota (per overage unit) and capacity (per unit-hour), minor currency units. */
+  unit_price?: number;
+  /** Any-of; empty (the default) means no requirement. Sorted. */
+  roles: string[];
+  /** capacity only. */
+  scaling?: ScalingRule;
+}
+
+/**
+ * A capacity scaling policy, stored in `entitlements.scaling` exactly as declared (absent
+ * optional fields stay absent); consumers fill the gaps from `SCALING_DEFAULTS`.
+ */
+export interface ScalingRule {
+  /** Fewest units Scale may grant; ≤ the entitlement's limit. */
+  min: number;
+  /** Most units Scale may grant; ≥ the entitlement's limit. */
+  max: number;
+  /** Units added or removed per scaling step; ≥ 1. */
+  step?: number;
+  /** Utilization (0 < x ≤ 1) that Scale steers towards from observed usage. */
+  target_utilization?: number;
+  scale_up_cooldown_seconds?: number;
+  scale_down_cooldown_seconds?: number;
+  /** Most a licence may spend on this capacity per billing period, minor currency units. */
+  budget_per_period?: number;
+}
+
+/** What an omitted optional scaling field means; budget_per_period has none (unbounded). */
+export const SCALING_DEFAULTS = Object.freeze({
+  step: 1,
+  target_utilization: 0.8,
+  scale_up_cooldown_seconds: 60,
+  scale_down_cooldown_seconds: 300,
+});
+
+export const ENTITLEMENT_KINDS: readonly EntitlementKind[] = ["boolean", "quota", "rate", "seats", "capacity"];
+export const LICENSE_STATUSES: readonly LicenseStatus[] = ["active", "suspended"];
+export const OVERAGE_POLICIES: readonly OveragePolicy[] = ["block", "allow_and_bill"];
+export const FAILURE_MODES: readonly FailureMode[] = ["fail_closed", "fail_open"];
+
+/** An empty, valid document. */
+export function emptyRulesDocument(): RulesDocument {
+  return { version: RULES_VERSION, accounts: [], plans: [], licenses: [], api_keys: [] };
+}

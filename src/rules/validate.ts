@@ -1,0 +1,302 @@
+/**
+ * Validation of a parsed rules document: structure, per-kind entitlement rules, duplicates and
+ * cross-references, all in one pass that reports every problem.
+ *
+ * Cross-references resolve within the document only (a licence's plan must be declared in the
+ * same document, even if it already exists in the database): the document is the whole desired
+ * state, which is what makes `prune` and export → apply round trips safe.
+ */
+import { at, Checker, compareStrings, field, index, type Mapping, type Pattern } from "./checker.js";
+import type { RuleIssue } from "./errors.js";
+import {
+  ENTITLEMENT_KINDS,
+  FAILURE_MODES,
+  LICENSE_STATUSES,
+  OVERAGE_POLICIES,
+  RULES_VERSION,
+  type AccountRule,
+  type ApiKeyRule,
+  type EntitlementPeriod,
+  type EntitlementRule,
+  type LicenseRule,
+  type PlanRule,
+  type RulesDocument,
+  type ScalingRule,
+} from "./types.js";
+import { checkKindRules } from "./kind-rules.js";
+
+export type ValidationResult =
+  | { readonly ok: true; readonly document: RulesDocument }
+  | { readonly ok: false; readonly issues: readonly RuleIssue[] };
+
+export const SLUG: Pattern = {
+  regex: /^[a-z0-9][a-z0-9._-]{0,62}$/,
+  message: 'must be a slug: lower-case letters, digits, ".", "_" or "-", starting with a letter or digit, at most 63 characters',
+};
+export const FEATURE_KEY: Pattern = {
+  regex: /^[a-zA-Z0-9][a-zA-Z0-9._:/-]{0,127}$/,
+  message: 'must be a feature key: letters, digits, ".", "_", ":", "/" or "-", starting with a letter or digit, at most 128 characters',
+};
+/** Roles, scopes and environment names share the feature-key alphabet. */
+export const NAME: Pattern = {
+  regex: /^[a-zA-Z0-9][a-zA-Z0-9._:/-]{0,127}$/,
+  message: 'must be a name: letters, digits, ".", "_", ":", "/" or "-", starting with a letter or digit, at most 128 characters',
+};
+const DISPLAY_TEXT: Pattern = { regex: /^[^\n\r]{1,200}$/u, message: "must be 1 to 200 characters on one line" };
+const DESCRIPTION: Pattern = { regex: /^[\s\S]{0,2000}$/u, message: "must be at most 2000 characters" };
+
+const ROOT_KEYS = ["version", "accounts", "plans", "licenses", "api_keys"] as const;
+const ACCOUNT_KEYS = ["id", "name"] as const;
+const PLAN_KEYS = ["name", "description", "entitlements"] as const;
+const LICENSE_KEYS = ["id", "account", "plan", "status", "valid_from", "valid_until", "environments", "overrides"] as const;
+const API_KEY_KEYS = ["id", "license", "scopes", "expires_at", "revoked"] as const;
+const ENTITLEMENT_KEYS = [
+  "feature", "kind", "limit", "period", "burst", "overage", "failure_mode", "unit_price", "roles", "scaling",
+] as const;
+const SCALING_KEYS = [
+  "min", "max", "step", "target_utilization", "scale_up_cooldown_seconds", "scale_down_cooldown_seconds",
+  "budget_per_period",
+] as const;
+
+/**
+ * Checks `input` (any parsed value) against the rules format. On success the document is
+ * normalized (defaults filled, lists sorted, times canonical; see types.ts); on failure every
+ * issue is returned in document order. Never throws.
+ */
+export function validateRules(input: unknown): ValidationResult {
+  const checker = new Checker();
+  const document = readDocument(checker, input);
+  if (checker.issues.length > 0 || document === undefined) {
+    return { ok: false, issues: checker.issues };
+  }
+  return { ok: true, document };
+}
+
+function readDocument(c: Checker, input: unknown): RulesDocument | undefined {
+  const root = c.mapping(input, "", ROOT_KEYS);
+  if (root === undefined) return undefined;
+  readVersion(c, root);
+  const accounts = readItems(c, root, "accounts", readAccount);
+  const plans = readItems(c, root, "plans", readPlan);
+  const licenses = readItems(c, root, "licenses", readLicense);
+  const apiKeys = readItems(c, root, "api_keys", readApiKey);
+
+  checkUnique(c, accounts, (a) => a.id, "id");
+  checkUnique(c, plans, (p) => p.name, "name");
+  checkUnique(c, licenses, (l) => l.id, "id");
+  checkUnique(c, apiKeys, (k) => k.id, "id");
+  checkLicenseReferences(c, licenses, accounts, plans);
+  checkKeyReferences(c, apiKeys, licenses);
+
+  return {
+    version: RULES_VERSION,
+    accounts: sortedBy(accounts, (a) => a.id),
+    plans: sortedBy(plans, (p) => p.name),
+    licenses: sortedBy(licenses, (l) => l.id),
+    api_keys: sortedBy(apiKeys, (k) => k.id),
+  };
+}
+
+function readVersion(c: Checker, root: Mapping): void {
+  const version = field(root, "version");
+  if (version === undefined) c.report("version", "required");
+  else if (version !== RULES_VERSION && version !== BigInt(RULES_VERSION)) {
+    c.report("version", `must be ${RULES_VERSION} (the only version this service reads)`);
+  }
+}
+
+/** Reads a top-level list; items that are not mappings are reported and skipped. */
+function readItems<T>(
+  c: Checker,
+  root: Mapping,
+  key: string,
+  read: (c: Checker, m: Mapping, path: string) => T,
+): Array<{ rule: T; path: string }> {
+  return readMappings(c, field(root, key), key, itemKeys(key)).map(({ m, path }) => ({
+    rule: read(c, m, path),
+    path,
+  }));
+}
+
+function itemKeys(listKey: string): readonly string[] {
+  switch (listKey) {
+    case "accounts": return ACCOUNT_KEYS;
+    case "plans": return PLAN_KEYS;
+    case "licenses": return LICENSE_KEYS;
+    default: return API_KEY_KEYS;
+  }
+}
+
+function readMappings(
+  c: Checker,
+  value: unknown,
+  path: string,
+  keys: readonly string[],
+): Array<{ m: Mapping; path: string }> {
+  const out: Array<{ m: Mapping; path: string }> = [];
+  (c.list(value, path) ?? []).forEach((item, i) => {
+    const m = c.mapping(item, index(path, i), keys);
+    if (m !== undefined) out.push({ m, path: index(path, i) });
+  });
+  return out;
+}
+
+// Item readers return a rule even when some fields are wrong (with "" for a missing id), so that
+// one bad field does not also produce "unknown account" errors further down the document.
+
+function readAccount(c: Checker, m: Mapping, path: string): AccountRule {
+  return {
+    id: c.string(m, "id", path, { required: true, pattern: SLUG }) ?? "",
+    name: c.string(m, "name", path, { required: true, pattern: DISPLAY_TEXT }) ?? "",
+  };
+}
+
+function readPlan(c: Checker, m: Mapping, path: string): PlanRule {
+  const plan: PlanRule = {
+    name: c.string(m, "name", path, { required: true, pattern: SLUG }) ?? "",
+    entitlements: readEntitlements(c, m, "entitlements", path),
+  };
+  const description = c.string(m, "description", path, { required: false, pattern: DESCRIPTION });
+  if (description !== undefined) plan.description = description;
+  return plan;
+}
+
+function readLicense(c: Checker, m: Mapping, path: string): LicenseRule {
+  const license: LicenseRule = {
+    id: c.string(m, "id", path, { required: true, pattern: SLUG }) ?? "",
+    account: c.string(m, "account", path, { required: true, pattern: SLUG }) ?? "",
+    plan: c.string(m, "plan", path, { required: true, pattern: SLUG }) ?? "",
+    status: c.choice(m, "status", path, LICENSE_STATUSES, "active") ?? "active",
+    environments: c.names(m, "environments", path, NAME),
+    overrides: readEntitlements(c, m, "overrides", path),
+  };
+  const validFrom = c.timestamp(m, "valid_from", path);
+  const validUntil = c.timestamp(m, "valid_until", path);
+  if (validFrom !== undefined) license.valid_from = validFrom;
+  if (validUntil !== undefined) license.valid_until = validUntil;
+  if (validFrom !== undefined && validUntil !== undefined && validFrom >= validUntil) {
+    c.report(at(path, "valid_until"), "must be after valid_from");
+  }
+  return license;
+}
+
+function readApiKey(c: Checker, m: Mapping, path: string): ApiKeyRule {
+  const key: ApiKeyRule = {
+    id: c.string(m, "id", path, { required: true, pattern: SLUG }) ?? "",
+    license: c.string(m, "license", path, { required: true, pattern: SLUG }) ?? "",
+    scopes: c.names(m, "scopes", path, NAME),
+    revoked: c.boolean(m, "revoked", path, false),
+  };
+  const expiresAt = c.timestamp(m, "expires_at", path);
+  if (expiresAt !== undefined) key.expires_at = expiresAt;
+  return key;
+}
+
+/** A plan's entitlements or a licence's overrides: distinct features, sorted by feature. */
+function readEntitlements(c: Checker, owner: Mapping, key: string, ownerPath: string): EntitlementRule[] {
+  const path = at(ownerPath, key);
+  const items = readMappings(c, field(owner, key), path, ENTITLEMENT_KEYS).map(({ m, path: p }) => ({
+    rule: readEntitlement(c, m, p),
+    path: p,
+  }));
+  checkUnique(c, items, (e) => e.feature, "feature");
+  return sortedBy(items, (e) => e.feature);
+}
+
+function readEntitlement(c: Checker, m: Mapping, path: string): EntitlementRule {
+  const entitlement: EntitlementRule = {
+    feature: c.string(m, "feature", path, { required: true, pattern: FEATURE_KEY }) ?? "",
+    kind: c.choice(m, "kind", path, ENTITLEMENT_KINDS) ?? "boolean",
+    overage: c.choice(m, "overage", path, OVERAGE_POLICIES, "block") ?? "block",
+    failure_mode: c.choice(m, "failure_mode", path, FAILURE_MODES, "fail_closed") ?? "fail_closed",
+    roles: c.names(m, "roles", path, NAME),
+  };
+  assignDefined(entitlement, "limit", c.integer(m, "limit", path));
+  assignDefined(entitlement, "period", c.string(m, "period", path, { required: false }) as EntitlementPeriod | undefined);
+  assignDefined(entitlement, "burst", c.integer(m, "burst", path));
+  assignDefined(entitlement, "unit_price", c.integer(m, "unit_price", path));
+  const scaling = field(m, "scaling");
+  if (scaling !== undefined) assignDefined(entitlement, "scaling", readScaling(c, scaling, at(path, "scaling")));
+  // Kind rules only make sense once the kind itself is known to be valid.
+  const kind = field(m, "kind");
+  if (typeof kind === "string" && (ENTITLEMENT_KINDS as readonly string[]).includes(kind)) {
+    checkKindRules(c, m, entitlement, path);
+  }
+  return entitlement;
+}
+
+function readScaling(c: Checker, value: unknown, path: string): ScalingRule | undefined {
+  const m = c.mapping(value, path, SCALING_KEYS);
+  if (m === undefined) return undefined;
+  const min = c.integer(m, "min", path);
+  const max = c.integer(m, "max", path);
+  if (field(m, "min") === undefined) c.report(at(path, "min"), "required");
+  if (field(m, "max") === undefined) c.report(at(path, "max"), "required");
+  const scaling: ScalingRule = { min: min ?? 0, max: max ?? 0 };
+  assignDefined(scaling, "step", c.integer(m, "step", path));
+  assignDefined(scaling, "target_utilization", c.number(m, "target_utilization", path));
+  assignDefined(scaling, "scale_up_cooldown_seconds", c.integer(m, "scale_up_cooldown_seconds", path));
+  assignDefined(scaling, "scale_down_cooldown_seconds", c.integer(m, "scale_down_cooldown_seconds", path));
+  assignDefined(scaling, "budget_per_period", c.integer(m, "budget_per_period", path));
+  if (scaling.step === 0) c.report(at(path, "step"), "must be at least 1");
+  const target = scaling.target_utilization;
+  if (target !== undefined && !(target > 0 && target <= 1)) {
+    c.report(at(path, "target_utilization"), "must be greater than 0 and at most 1");
+  }
+  return scaling;
+}
+
+/** Reports the second and later occurrences of a key; empty keys (already reported) are skipped. */
+function checkUnique<T>(
+  c: Checker,
+  items: ReadonlyArray<{ rule: T; path: string }>,
+  keyOf: (rule: T) => string,
+  keyField: string,
+): void {
+  const first = new Map<string, string>();
+  for (const { rule, path } of items) {
+    const key = keyOf(rule);
+    if (key === "") continue;
+    const earlier = first.get(key);
+    if (earlier === undefined) first.set(key, path);
+    else c.report(at(path, keyField), `duplicate ${keyField} "${key}" (first declared at ${earlier})`);
+  }
+}
+
+function checkLicenseReferences(
+  c: Checker,
+  licenses: ReadonlyArray<{ rule: LicenseRule; path: string }>,
+  accounts: ReadonlyArray<{ rule: AccountRule }>,
+  plans: ReadonlyArray<{ rule: PlanRule }>,
+): void {
+  const accountIds = new Set(accounts.map(({ rule }) => rule.id));
+  const planNames = new Set(plans.map(({ rule }) => rule.name));
+  for (const { rule, path } of licenses) {
+    if (rule.account !== "" && !accountIds.has(rule.account)) {
+      c.report(at(path, "account"), `unknown account "${rule.account}"`);
+    }
+    if (rule.plan !== "" && !planNames.has(rule.plan)) c.report(at(path, "plan"), `unknown plan "${rule.plan}"`);
+  }
+}
+
+function checkKeyReferences(
+  c: Checker,
+  keys: ReadonlyArray<{ rule: ApiKeyRule; path: string }>,
+  licenses: ReadonlyArray<{ rule: LicenseRule }>,
+): void {
+  const licenseIds = new Set(licenses.map(({ rule }) => rule.id));
+  for (const { rule, path } of keys) {
+    if (rule.license !== "" && !licenseIds.has(rule.license)) {
+      c.report(at(path, "license"), `unknown license "${rule.license}"`);
+    }
+  }
+}
+
+function sortedBy<T>(items: ReadonlyArray<{ rule: T }>, keyOf: (rule: T) => string): T[] {
+  return items.map(({ rule }) => rule).sort((a, b) => compareStrings(keyOf(a), keyOf(b)));
+}
+
+/** Sets an optional property only when the value is defined, so absent stays absent. */
+function assignDefined<T extends object, K extends keyof T>(target: T, key: K, value: T[K] | undefined): void {
+  if (value !== undefined) target[key] = value;
+}
