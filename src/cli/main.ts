@@ -224,6 +224,11 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString("utf8");
 }
 
+/** The canonical gRPC name of a code, as grpcurl and the gRPC docs print it: INVALID_ARGUMENT. */
+function grpcCodeName(code: Code): string {
+  return Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+}
+
 function report(error: unknown): number {
   if (error instanceof UsageError) {
     process.stderr.write(`licensing: ${error.message}\nRun "licensing --help" for usage.\n`);
@@ -232,7 +237,7 @@ function report(error: unknown): number {
   if (error instanceof ConnectError) {
     const hint =
       error.code === Code.Unavailable ? " (is the service running? see --server)" : error.code === Code.Unauthenticated ? " (see --token)" : "";
-    process.stderr.write(`licensing: ${Code[error.code]}${hint}:\n${error.rawMessage}\n`);
+    process.stderr.write(`licensing: ${grpcCodeName(error.code)}${hint}:\n${error.rawMessage}\n`);
     return 1;
   }
   const code = (error as NodeJS.ErrnoException).code;
