@@ -1,21 +1,21 @@
 /**
- * Reflection as a real tool uses it: `buf curl` (a devDependency, like grpcurl a Go client built
+ * Reflection as a real tool uses it: `buf curl` (run through npx, like grpcurl a Go client built
  * on the same reflection protocol) lists the services and calls Check knowing nothing but the URL.
  */
 import { execFile } from "node:child_process";
-import { existsSync } from "node:fs";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { file_licensing_v1_licensing } from "../../src/gen/licensing/v1/licensing_pb.js";
 import { createGrpcServer } from "../../src/server/grpc-server.js";
 import type { GrpcServer } from "../../src/server/grpc-server.js";
 import { createHealthRegistry } from "../../src/server/health.js";
+import { BUF_COMMAND } from "../support/buf.js";
 import { fakeLicensingBinding, recordingLogger } from "./support.js";
 
 const run = promisify(execFile);
-const BUF = "node_modules/.bin/buf";
+const [BUF, ...BUF_ARGS] = BUF_COMMAND as [string, ...string[]];
 
-describe.skipIf(!existsSync(BUF))("reflection with buf curl", () => {
+describe("reflection with buf curl", () => {
   let server: GrpcServer;
   let url: string;
 
@@ -32,7 +32,7 @@ describe.skipIf(!existsSync(BUF))("reflection with buf curl", () => {
   afterAll(() => server.shutdown(5_000));
 
   it("lists the methods of every reflected service", async () => {
-    const { stdout } = await run(BUF, ["curl", "--protocol", "grpc", "--list-methods", url]);
+    const { stdout } = await run(BUF, [...BUF_ARGS, "curl", "--protocol", "grpc", "--list-methods", url]);
     expect(stdout.split("\n")).toEqual(
       expect.arrayContaining([
         "licensing.v1.LicensingService/Check",
@@ -43,7 +43,7 @@ describe.skipIf(!existsSync(BUF))("reflection with buf curl", () => {
   });
 
   it("calls Check with a JSON request encoded from the reflected schema", async () => {
-    const { stdout } = await run(BUF, [
+    const { stdout } = await run(BUF, [...BUF_ARGS, 
       "curl",
       "--protocol",
       "grpc",
