@@ -79,8 +79,9 @@ export async function up(db: Kysely<any>): Promise<void> {
       sql`failure_mode in ('fail_closed', 'fail_open')`,
     )
     .addCheckConstraint("entitlements_limit_check", sql`"limit" is null or "limit" >= 0`)
-    .addUniqueConstraint("entitlements_plan_feature_key", ["plan", "feature"])
-    .addUniqueConstraint("entitlements_license_feature_key", ["license_id", "feature"])
+    // A feature may carry several limits (a quota and a rate), one of each kind.
+    .addUniqueConstraint("entitlements_plan_feature_kind_key", ["plan", "feature", "kind"])
+    .addUniqueConstraint("entitlements_license_feature_kind_key", ["license_id", "feature", "kind"])
     .execute();
 
   await db.schema

@@ -8,6 +8,7 @@
  */
 import { Migrator, type Kysely, type Migration, type MigrationResultSet } from "kysely";
 import * as m20261121000000 from "../../migrations/20261121000000_foundation.js";
+import * as m20261121010000 from "../../migrations/20261121010000_check_engine.js";
 
 /**
  * Every migration, by its file name without extension. A new file in migrations/ must be
@@ -15,6 +16,7 @@ import * as m20261121000000 from "../../migrations/20261121000000_foundation.js"
  */
 const MIGRATIONS: Readonly<Record<string, Migration>> = {
   "20261121000000_foundation": m20261121000000,
+  "20261121010000_check_engine": m20261121010000,
 };
 
 export interface MigrateOptions {

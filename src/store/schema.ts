@@ -92,12 +92,134 @@ export interface ApiKeysTable {
   updated_at: CreatedAt;
 }
 
+export interface ReplicasTable {
+  id: string;
+  started_at: CreatedAt;
+  heartbeat_at: CreatedAt;
+  /** A replica whose expires_at has passed is no longer counted as live. */
+  expires_at: Timestamp;
+}
+
+/**
+ * Quota state per licence, feature and period (period_start is the UTC start of the period;
+ * 1970-01-01 for lifetime quotas). Invariant for blocking entitlements:
+ * used + leased + stranded <= limit.
+ */
+export interface QuotaCountersTable {
+  license_id: string;
+  feature: string;
+  period_start: Timestamp;
+  /** Units settled as consumed. */
+  used: Generated<number>;
+  /** Units granted to replicas' leases and not yet settled or returned. */
+  leased: Generated<number>;
+  /** Units of expired leases of vanished replicas: never granted again, never billed. */
+  stranded: Generated<number>;
+  /** Units allowed past the limit (allow_and_bill). */
+  overage: Generated<number>;
+  updated_at: CreatedAt;
+}
+
+export interface QuotaLeasesTable {
+  replica_id: string;
+  license_id: string;
+  feature: string;
+  period_start: Timestamp;
+  /** Units currently held by the replica (granted minus settled minus returned). */
+  amount: number;
+  expires_at: Timestamp;
+}
+
+export interface SeatLeasesTable {
+  license_id: string;
+  feature: string;
+  instance_id: string;
+  replica_id: string;
+  acquired_at: CreatedAt;
+  expires_at: Timestamp;
+}
+
+export type DecisionOutcome = "allow" | "deny";
+
+export interface DecisionLogTable {
+  replica_id: string;
+  /** Per-replica sequence, from 1, without gaps. */
+  seq: number;
+  /** Null on aggregated rows (count > 1). */
+  decision_id: string | null;
+  time: Timestamp;
+  license_id: string | null;
+  feature: string;
+  decision: DecisionOutcome;
+  /** The Reason enum's name without prefix, e.g. "QUOTA_EXHAUSTED". */
+  reason: string;
+  quantity: number;
+  /** Decisions this row stands for (aggregated allows); 1 otherwise. */
+  count: Generated<number>;
+  /** Hash of the replica's previous row ("" before the first). */
+  prev_hash: string;
+  /** Hex SHA-256 over prev_hash and this row's canonical form. */
+  hash: string;
+}
+
+export interface IssuersTable {
+  id: string;
+  /** The `iss` claim value. */
+  issuer: string;
+  jwks_url: string;
+  /** Accepted `aud` values; empty accepts none (a token must name an audience we expect). */
+  audiences: string[];
+  /** Allowed JWS algorithms, e.g. ["RS256"]; never "none", never HS*. */
+  algorithms: string[];
+  leeway_seconds: Generated<number>;
+  /** Claim naming the licence id; exactly one of license_claim and account_claim is set. */
+  license_claim: string | null;
+  /** Claim naming the account id (the account's one active licence). */
+  account_claim: string | null;
+  /** Claim carrying roles: an array of strings, or a space-separated string (OAuth scope). */
+  roles_claim: Generated<string>;
+  created_at: CreatedAt;
+  updated_at: CreatedAt;
+}
+
+export interface ServiceTokensTable {
+  id: string;
+  prefix: string;
+  secret_hash: string;
+  /** What the token may do, e.g. ["license_id"] to name licences directly. */
+  rights: string[];
+  expires_at: Timestamp | null;
+  revoked_at: Timestamp | null;
+  created_at: CreatedAt;
+  updated_at: CreatedAt;
+}
+
+export interface SigningKeysTable {
+  kid: string;
+  algorithm: Generated<string>;
+  public_jwk: ColumnType<Record<string, unknown>, string, string>;
+  /** base64url(iv || ciphertext || tag) of the PKCS#8 private key under the key-encryption key. */
+  private_key_encrypted: string;
+  created_at: CreatedAt;
+  /** The newest activated, unretired key signs; all unretired keys verify. */
+  activated_at: Timestamp | null;
+  retired_at: Timestamp | null;
+}
+
 export interface Database {
   accounts: AccountsTable;
   plans: PlansTable;
   licenses: LicensesTable;
   entitlements: EntitlementsTable;
   api_keys: ApiKeysTable;
+  replicas: ReplicasTable;
+  quota_counters: QuotaCountersTable;
+  quota_leases: QuotaLeasesTable;
+  seat_leases: SeatLeasesTable;
+  decision_log: DecisionLogTable;
+  issuers: IssuersTable;
+  service_tokens: ServiceTokensTable;
+  signing_keys: SigningKeysTable;
 }
 
 export type Account = Selectable<AccountsTable>;
