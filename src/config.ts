@@ -46,6 +46,36 @@ export interface Config {
   readonly checkCacheTtlMs: number;
   /** UNKNOWN_KEY_CACHE_MS: how long an unknown API key is remembered as unknown, so a flood of bad keys does not become a flood of queries. Default 2000. */
   readonly unknownKeyCacheMs: number;
+  /** REPLICA_ID: this replica's name in leases, heartbeats and the decision log. Default "<hostname>-<pid>". */
+  readonly replicaId: string;
+  /** OPERATION_WINDOW_MS: how long a Check's operation_id is remembered for retries. Default 600000 (10 min). */
+  readonly operationWindowMs: number;
+  /** OPERATION_CACHE_MAX: most operation ids remembered per replica. Default 100000. */
+  readonly operationCacheMax: number;
+  /** LEASE_TTL_MS: a quota lease not renewed for this long is reclaimed from a vanished replica. Default 30000. */
+  readonly leaseTtlMs: number;
+  /** SEAT_TTL_MS: a seat is released when its instance has not checked for this long. Default 60000. */
+  readonly seatTtlMs: number;
+  /** SETTLE_INTERVAL_MS: how often consumed quota units and seat renewals are written back. Default 1000. */
+  readonly settleIntervalMs: number;
+  /** HEARTBEAT_INTERVAL_MS: how often this replica heartbeats (live replicas share rate limits). Default 5000. */
+  readonly heartbeatIntervalMs: number;
+  /** DECISION_LOG: "all" (every deny a row, allows aggregated per second) or "denies" (allows only counted). Default "all". */
+  readonly decisionLog: "all" | "denies";
+  /** DECISION_LOG_MAX_QUEUE: decisions held for writing before new ones are dropped (counted and logged). Default 100000. */
+  readonly decisionLogMaxQueue: number;
+  /** DECISION_LOG_FLUSH_MS: how often the decision log is written. Default 1000. */
+  readonly decisionLogFlushMs: number;
+  /**
+   * SIGNING_KEY_SECRET: base64 of 32 bytes; encrypts licence-token signing keys at rest. Unset:
+   * in embedded mode generated into DATA_DIR/signing-secret (mode 0600); with DATABASE_URL,
+   * licence tokens cannot be issued (verification still works).
+   */
+  readonly signingKeySecret: Buffer | undefined;
+  /** JWKS_COOLDOWN_MS: least time between two fetches of an identity provider's JWKS. Default 30000. */
+  readonly jwksCooldownMs: number;
+  /** JWKS_CACHE_MAX_AGE_MS: how long a fetched JWKS is used before it is fetched again. Default 600000. */
+  readonly jwksCacheMaxAgeMs: number;
 }
 
 export class ConfigError extends Error {
@@ -65,6 +95,8 @@ export interface LoadConfigOptions {
   readonly cwd: string;
   /** Whether stdout is a terminal (pretty logs by default). */
   readonly stdoutIsTty: boolean;
+  /** Default REPLICA_ID, e.g. "<hostname>-<pid>". */
+  readonly defaultReplicaId?: string;
 }
 
 /** Reads and validates the configuration; throws ConfigError naming the first bad variable. */
@@ -87,6 +119,19 @@ export function loadConfig(env: Env, options: LoadConfigOptions): Config {
     maxMessageBytes: intVar(env, "MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
     checkCacheTtlMs: intVar(env, "CHECK_CACHE_TTL_MS", 5000, 0, 3_600_000),
     unknownKeyCacheMs: intVar(env, "UNKNOWN_KEY_CACHE_MS", 2000, 0, 3_600_000),
+    replicaId: replicaIdVar(env, "REPLICA_ID", options.defaultReplicaId ?? "replica"),
+    operationWindowMs: intVar(env, "OPERATION_WINDOW_MS", 600_000, 0, 86_400_000),
+    operationCacheMax: intVar(env, "OPERATION_CACHE_MAX", 100_000, 0, 10_000_000),
+    leaseTtlMs: intVar(env, "LEASE_TTL_MS", 30_000, 1000, 3_600_000),
+    seatTtlMs: intVar(env, "SEAT_TTL_MS", 60_000, 1000, 86_400_000),
+    settleIntervalMs: intVar(env, "SETTLE_INTERVAL_MS", 1000, 10, 60_000),
+    heartbeatIntervalMs: intVar(env, "HEARTBEAT_INTERVAL_MS", 5000, 100, 60_000),
+    decisionLog: enumVar(env, "DECISION_LOG", "all", ["all", "denies"]),
+    decisionLogMaxQueue: intVar(env, "DECISION_LOG_MAX_QUEUE", 100_000, 1, 10_000_000),
+    decisionLogFlushMs: intVar(env, "DECISION_LOG_FLUSH_MS", 1000, 10, 60_000),
+    signingKeySecret: secretKeyVar(env, "SIGNING_KEY_SECRET"),
+    jwksCooldownMs: intVar(env, "JWKS_COOLDOWN_MS", 30_000, 0, 3_600_000),
+    jwksCacheMaxAgeMs: intVar(env, "JWKS_CACHE_MAX_AGE_MS", 600_000, 1000, 86_400_000),
   };
   if (config.grpcPort !== 0 && config.grpcPort === config.httpPort) {
     throw new ConfigError("HTTP_PORT", `must differ from GRPC_PORT (both ${config.grpcPort})`);
@@ -147,6 +192,23 @@ function databaseUrlVar(env: Env, name: string): string | undefined {
     throw new ConfigError(name, `must use the postgres:// scheme, got "${url.protocol}"`);
   }
   return value;
+}
+
+function replicaIdVar(env: Env, name: string, fallback: string): string {
+  const value = raw(env, name) ?? fallback;
+  if (!/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/.test(value)) {
+    throw new ConfigError(name, `must be 1-128 letters, digits, ".", "_", ":" or "-", got "${value}"`);
+  }
+  return value;
+}
+
+function secretKeyVar(env: Env, name: string): Buffer | undefined {
+  const value = raw(env, name);
+  if (value === undefined) return undefined;
+  const key = Buffer.from(value, "base64");
+  // Never echo the value: it is a secret.
+  if (key.length !== 32) throw new ConfigError(name, `must be base64 of exactly 32 bytes (got ${key.length} bytes)`);
+  return key;
 }
 
 function adminTokenVar(env: Env, name: string): string | undefined {

@@ -4,6 +4,7 @@
  * Exit codes: 0 after a clean shutdown on SIGTERM/SIGINT; 1 for bad configuration (the message
  * names the variable) or a failed start; a second signal during shutdown exits 1 at once.
  */
+import { hostname } from "node:os";
 import { createApp } from "./app.js";
 import { ConfigError, loadConfig } from "./config.js";
 import { createLogger } from "./logger.js";
@@ -11,7 +12,11 @@ import { createLogger } from "./logger.js";
 export async function runService(): Promise<void> {
   let config;
   try {
-    config = loadConfig(process.env, { cwd: process.cwd(), stdoutIsTty: process.stdout.isTTY === true });
+    config = loadConfig(process.env, {
+      cwd: process.cwd(),
+      stdoutIsTty: process.stdout.isTTY === true,
+      defaultReplicaId: `${hostname()}-${process.pid}`.replace(/[^A-Za-z0-9._:-]/g, "-"),
+    });
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     process.stderr.write(`licensing: invalid configuration: ${error.message}\n`);

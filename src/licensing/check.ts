@@ -1,164 +1,205 @@
 /**
- * The Check handler: validate, resolve the credential, find the licence snapshot, decide, answer.
+ * The Check handler: validate, resolve the credential, find the licence snapshot, decide,
+ * commit what was consumed, record, answer.
  *
- * Memory first: with the key and the licence cached, a Check is synchronous (no promise, no
- * await). Only a cache miss waits on Postgres, and concurrent misses share one load.
+ * Memory first: with the credential and licence cached and lease units in hand, a Check is
+ * synchronous from request to response (no promise, no await). Only a cache miss, a dry lease
+ * or a seat not yet held waits on Postgres, and concurrent waits for one thing share one
+ * round trip. A deny is an answer; an RPC error means the request itself was wrong
+ * (INVALID_ARGUMENT) or the caller may not ask (UNAUTHENTICATED).
  */
-import { randomUUID } from "node:crypto";
-import { create } from "@bufbuild/protobuf";
-import { DurationSchema, type Duration } from "@bufbuild/protobuf/wkt";
 import {
-  CheckResponseSchema,
-  Decision,
   Reason,
-  type CheckRequest,
   type CheckRequestSchema,
   type CheckResponse,
-  type CheckResponseSchema as CheckResponseDesc,
+  type CheckResponseSchema,
 } from "../gen/licensing/v1/licensing_pb.js";
-import { invalidArgument, unauthenticated, unavailable, unimplemented } from "../server/errors.js";
+import { invalidArgument, unavailable } from "../server/errors.js";
 import type { UnaryHandler } from "../server/rpc.js";
-import { hashApiKey } from "./api-keys.js";
-import { decide, keyVerdict, UnsupportedEntitlementError, type DecisionRequest, type Verdict } from "./decide.js";
+import { validateCheckRequest, type ValidCheck } from "./check-request.js";
+import { createResponseBuilder } from "./check-response.js";
+import type { Counters } from "./counters.js";
+import { decide, type Decision, type DecisionRequest, type Need, type PostgresState, type Verdict } from "./decide.js";
+import type { OperationCache } from "./idempotency.js";
+import { BACKEND_DOWN_VERDICT, type Identity, type IdentityResolver, type Resolution } from "./identity.js";
 import { MISS, type LoadingCache } from "./loading-cache.js";
-import type { ApiKeyRecord, LicenseSnapshot } from "./snapshot.js";
+import type { LicenseSnapshot } from "./snapshot.js";
+import { andThen, type MaybePromise } from "./sync.js";
+
+/** One decision as the decision log records it. */
+export interface DecisionEntry {
+  readonly decisionId: string;
+  readonly timeMs: number;
+  readonly licenseId: string | null;
+  readonly feature: string;
+  readonly allow: boolean;
+  /** The Reason's name without prefix, e.g. "QUOTA_EXHAUSTED". */
+  readonly reason: string;
+  readonly quantity: number;
+}
+
+export interface DecisionRecorder {
+  /** Must not block or throw: called on every Check. */
+  record(entry: DecisionEntry): void;
+}
 
 export interface CheckDeps {
-  /** API keys by the SHA-256 hex of their secret. */
-  readonly keys: LoadingCache<string, ApiKeyRecord>;
+  readonly resolveIdentity: IdentityResolver;
   /** Licence snapshots by licence id. */
   readonly licenses: LoadingCache<string, LicenseSnapshot>;
+  /** An account's licence, for credentials that name an account. */
+  readonly accountLicenses: LoadingCache<string, string>;
+  readonly counters: Counters;
+  readonly operations: OperationCache<CheckResponse>;
+  readonly decisions: DecisionRecorder;
   /** Epoch milliseconds. */
   readonly now: () => number;
-  /** cache_ttl for answers that consumed nothing, in ms. */
+  /** cache_ttl for answers that depend only on the licence, in ms. */
   readonly cacheTtlMs: number;
 }
 
-/** Longest accepted values, so one request cannot make the service hash or store megabytes. */
-export const CHECK_LIMITS = {
-  credentialChars: 4096,
-  featureChars: 128,
-  environmentChars: 64,
-  operationIdChars: 128,
-  instanceIdChars: 256,
-  attributes: 32,
-  attributeChars: 256,
-} as const;
+/**
+ * Round trips one Check may make before giving up. Each round either gets units or learns the
+ * quota is exhausted, so this bounds only pathological contention.
+ */
+const MAX_ROUNDS = 100;
 
-export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRequestSchema, typeof CheckResponseDesc> {
-  const reusableTtl = durationOfMs(deps.cacheTtlMs);
-  const noTtl = durationOfMs(0);
+type Loaded = { readonly snapshot: LicenseSnapshot; readonly denied?: undefined } | { readonly denied: Verdict };
 
-  function answer(verdict: Verdict, snapshot: LicenseSnapshot | undefined, consumed: boolean): CheckResponse {
-    return create(CheckResponseSchema, {
-      decision: verdict.allow ? Decision.ALLOW : Decision.DENY,
-      reason: verdict.reason,
-      message: verdict.message,
-      licenseId: snapshot?.licenseId ?? "",
-      plan: snapshot?.plan ?? "",
-      accountId: snapshot?.accountId ?? "",
-      policyVersion: BigInt(snapshot?.version ?? 0),
-      decisionId: randomUUID(),
-      cacheTtl: consumed ? noTtl : reusableTtl,
+export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRequestSchema, typeof CheckResponseSchema> {
+  const respond = createResponseBuilder(deps.cacheTtlMs);
+
+  function finish(check: ValidCheck, snapshot: LicenseSnapshot | undefined, decision: Decision & { outcome: "decided" }, nowMs: number): CheckResponse {
+    const consumed = decision.consumption.length > 0 || decision.failOpen.length > 0;
+    if (decision.verdict.allow && snapshot !== undefined) {
+      if (decision.consumption.length > 0) deps.counters.commit(snapshot.licenseId, decision.consumption, nowMs);
+      for (const use of decision.failOpen) deps.counters.recordFailOpen(snapshot.licenseId, use.rule, use.quantity, nowMs);
+    }
+    const response = respond({ verdict: decision.verdict, snapshot, status: decision.status, consumed, nowMs });
+    deps.decisions.record({
+      decisionId: response.decisionId,
+      timeMs: nowMs,
+      licenseId: snapshot?.licenseId ?? null,
+      feature: check.feature,
+      allow: decision.verdict.allow,
+      reason: Reason[decision.verdict.reason],
+      quantity: check.quantity,
     });
+    return response;
   }
 
-  function decideFor(key: ApiKeyRecord, request: DecisionRequest, snapshot: LicenseSnapshot | undefined): CheckResponse {
-    if (snapshot === undefined) {
-      // The key's licence was deleted between the two reads: the key no longer grants anything.
-      return answer({ allow: false, reason: Reason.UNKNOWN_CREDENTIAL, message: "unknown API key" }, undefined, false);
-    }
-    try {
-      return answer(decide(snapshot, request, deps.now()), snapshot, false);
-    } catch (error) {
-      if (error instanceof UnsupportedEntitlementError) throw unimplemented(error.message);
-      throw error;
-    }
+  function deny(check: ValidCheck, snapshot: LicenseSnapshot | undefined, verdict: Verdict, nowMs: number): CheckResponse {
+    return finish(check, snapshot, { outcome: "decided", verdict, consumption: [], failOpen: [] }, nowMs);
   }
 
-  function withKey(key: ApiKeyRecord | undefined, request: DecisionRequest): CheckResponse | Promise<CheckResponse> {
-    if (key === undefined) {
-      return answer({ allow: false, reason: Reason.UNKNOWN_CREDENTIAL, message: "unknown API key" }, undefined, false);
-    }
-    const keyDenied = keyVerdict(key, deps.now());
-    if (keyDenied !== undefined) return answer(keyDenied, undefined, false);
-    const request_ = { ...request, roles: key.scopes };
-    const cached = deps.licenses.peek(key.licenseId);
-    if (cached !== MISS) return decideFor(key, request_, cached);
-    return deps.licenses.get(key.licenseId).then(
-      (snapshot) => decideFor(key, request_, snapshot),
-      (error: unknown) => {
-        throw unavailable("could not load the licence: the database is unreachable", error);
-      },
+  function loadSnapshot(identity: Identity): MaybePromise<Loaded> {
+    if (identity.licenseId !== undefined) return snapshotOf(identity.licenseId);
+    const accountId = identity.accountId ?? "";
+    const cached = deps.accountLicenses.peek(accountId);
+    if (cached === undefined) return unknownLicence(`account ${accountId} has no single active licence`);
+    if (cached !== MISS) return snapshotOf(cached);
+    return deps.accountLicenses.get(accountId).then(
+      (licenseId): MaybePromise<Loaded> => (licenseId === undefined ? unknownLicence(`account ${accountId} has no single active licence`) : snapshotOf(licenseId)),
+      (): Loaded => ({ denied: BACKEND_DOWN_VERDICT }),
     );
   }
 
-  return function check(req) {
-    const request = validateCheckRequest(req);
-    switch (req.credential.case) {
-      case "apiKey": {
-        const hash = hashApiKey(req.credential.value);
-        const cached = deps.keys.peek(hash);
-        if (cached !== MISS) return withKey(cached, request);
-        return deps.keys.get(hash).then(
-          (key) => withKey(key, request),
-          (error: unknown) => {
-            throw unavailable("could not look up the API key: the database is unreachable", error);
-          },
-        );
-      }
-      case "licenseId":
-        throw unauthenticated("naming a licence directly (license_id) needs a service token with that right");
-      case "bearerToken":
-      case "licenseToken":
-        throw unimplemented(`credential.${req.credential.case === "bearerToken" ? "bearer_token" : "license_token"}: not supported yet; use api_key`);
-      case undefined:
-        throw invalidArgument("credential", "one of api_key, bearer_token, license_token or license_id is required");
+  function snapshotOf(licenseId: string): MaybePromise<Loaded> {
+    const cached = deps.licenses.peek(licenseId);
+    if (cached !== MISS) return cached === undefined ? unknownLicence(`licence ${licenseId} does not exist`) : { snapshot: cached };
+    return deps.licenses.get(licenseId).then(
+      (snapshot): Loaded => (snapshot === undefined ? unknownLicence(`licence ${licenseId} does not exist`) : { snapshot }),
+      (): Loaded => ({ denied: BACKEND_DOWN_VERDICT }),
+    );
+  }
+
+  function evaluate(check: ValidCheck, snapshot: LicenseSnapshot, roles: readonly string[], nowMs: number): MaybePromise<CheckResponse> {
+    requireInstanceForSeats(check, snapshot);
+    const request = decisionRequest(check, roles, "ask");
+    const first = decide(snapshot, request, deps.counters, nowMs);
+    if (first.outcome === "decided") return finish(check, snapshot, first, nowMs);
+    return resolveNeeds(check, snapshot, request, first.needs, 1);
+  }
+
+  /** Asks Postgres for what memory could not answer, then decides again with a fresh clock. */
+  async function resolveNeeds(
+    check: ValidCheck,
+    snapshot: LicenseSnapshot,
+    request: DecisionRequest,
+    needs: readonly Need[],
+    round: number,
+  ): Promise<CheckResponse> {
+    if (round > MAX_ROUNDS) throw unavailable("could not obtain quota units after repeated attempts; retry");
+    const postgres = await fulfil(snapshot.licenseId, needs);
+    const nowMs = deps.now();
+    const next = decide(snapshot, { ...request, postgres }, deps.counters, nowMs);
+    if (next.outcome === "decided") return finish(check, snapshot, next, nowMs);
+    return resolveNeeds(check, snapshot, request, next.needs, round + 1);
+  }
+
+  /**
+   * Leases quota and takes seats together. A seat taken for a Check that another limit then
+   * denies stays held by that instance until its TTL, as if it had checked once.
+   */
+  async function fulfil(licenseId: string, needs: readonly Need[]): Promise<PostgresState> {
+    const nowMs = deps.now();
+    try {
+      await Promise.all(
+        needs.map((need) =>
+          need.kind === "quota"
+            ? deps.counters.refillQuota(licenseId, need.rule, need.quantity, nowMs)
+            : deps.counters.acquireSeat(licenseId, need.rule, need.instanceId, nowMs),
+        ),
+      );
+      return "asked";
+    } catch {
+      // Postgres is unreachable (the engine logs and counts it): each entitlement's failure
+      // mode answers instead.
+      return "unreachable";
     }
+  }
+
+  return function check(req, context) {
+    const input = validateCheckRequest(req);
+    const nowMs = deps.now();
+    return andThen(deps.resolveIdentity(req.credential, (name) => context.header(name), nowMs), (resolution: Resolution) => {
+      if (resolution.denied !== undefined) return deny(input, undefined, resolution.denied, nowMs);
+      const { identity } = resolution;
+      return andThen(loadSnapshot(identity), (loaded) => {
+        if (loaded.denied !== undefined) return deny(input, undefined, loaded.denied, nowMs);
+        const { snapshot } = loaded;
+        if (input.operationId === "") return evaluate(input, snapshot, identity.roles, nowMs);
+        const fingerprint = `${input.feature}\u0000${input.quantity}\u0000${input.instanceId}\u0000${input.dryRun}`;
+        const prior = deps.operations.lookup(snapshot.licenseId, input.operationId, fingerprint);
+        if (prior !== undefined) return prior;
+        const answer = evaluate(input, snapshot, identity.roles, nowMs);
+        deps.operations.remember(snapshot.licenseId, input.operationId, fingerprint, answer);
+        return answer;
+      });
+    });
   };
 }
 
-/** Checks field presence, lengths and ranges; throws INVALID_ARGUMENT naming the field. */
-export function validateCheckRequest(req: CheckRequest): DecisionRequest {
-  if (req.credential.case !== undefined) {
-    const value = req.credential.value;
-    const field = `credential.${snakeCase(req.credential.case)}`;
-    if (value.length === 0) throw invalidArgument(field, "must not be empty");
-    if (value.length > CHECK_LIMITS.credentialChars) {
-      throw invalidArgument(field, `must be at most ${CHECK_LIMITS.credentialChars} characters`);
-    }
-  }
-  if (req.feature.length === 0) throw invalidArgument("feature", "is required");
-  maxChars("feature", req.feature, CHECK_LIMITS.featureChars);
-  maxChars("environment", req.environment, CHECK_LIMITS.environmentChars);
-  maxChars("operation_id", req.operationId, CHECK_LIMITS.operationIdChars);
-  maxChars("instance_id", req.instanceId, CHECK_LIMITS.instanceIdChars);
-  validateAttributes(req.attributes);
-  const quantity = req.quantity ?? 1n;
-  if (quantity < 0n) throw invalidArgument("quantity", "must be at least 0");
-  if (quantity > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument("quantity", "is too large");
-  return { feature: req.feature, quantity: Number(quantity), environment: req.environment, roles: [] };
+function decisionRequest(check: ValidCheck, roles: readonly string[], postgres: PostgresState): DecisionRequest {
+  return {
+    feature: check.feature,
+    quantity: check.quantity,
+    environment: check.environment,
+    roles,
+    instanceId: check.instanceId,
+    dryRun: check.dryRun,
+    postgres,
+  };
 }
 
-function validateAttributes(attributes: Record<string, string>): void {
-  let count = 0;
-  for (const name in attributes) {
-    if (++count > CHECK_LIMITS.attributes) {
-      throw invalidArgument("attributes", `at most ${CHECK_LIMITS.attributes} entries`);
-    }
-    maxChars(`attributes.${name.slice(0, 32)}`, name, CHECK_LIMITS.attributeChars);
-    maxChars(`attributes.${name.slice(0, 32)}`, attributes[name] ?? "", CHECK_LIMITS.attributeChars);
+function requireInstanceForSeats(check: ValidCheck, snapshot: LicenseSnapshot): void {
+  if (check.instanceId !== "") return;
+  const rule = snapshot.entitlements.get(check.feature)?.find((r) => r.kind === "seats" || r.kind === "capacity");
+  if (rule !== undefined) {
+    throw invalidArgument("instance_id", `is required: feature "${check.feature}" is licensed by ${rule.kind}`);
   }
 }
 
-function maxChars(field: string, value: string, max: number): void {
-  if (value.length > max) throw invalidArgument(field, `must be at most ${max} characters (got ${value.length})`);
-}
-
-function snakeCase(name: string): string {
-  return name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
-}
-
-function durationOfMs(ms: number): Duration {
-  return create(DurationSchema, { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
+function unknownLicence(message: string): Loaded {
+  return { denied: { allow: false, reason: Reason.UNKNOWN_CREDENTIAL, message } };
 }

@@ -1,11 +1,18 @@
 /**
- * The decision: a pure function of (snapshot, request, now). No I/O, no clock reads, no
- * globals; tested with plain objects and a fixed `now`.
+ * The decision: a pure function of (snapshot, request, counters, now). No I/O, no clock reads,
+ * no globals; tested with plain objects and a fixed `now`.
  *
  * Rules are checked in a fixed order, so the reason a caller sees is stable: licence status,
- * validity window, environment, entitlement, roles, then the entitlement's own limit.
+ * validity window, environment, entitlement, roles, then every limit on the feature (rate,
+ * quota, seats, capacity). Limits are all-or-nothing: the consumption of an allowed decision
+ * is returned for the caller to commit, and a deny consumes nothing anywhere.
+ *
+ * When memory cannot answer (a quota lease ran dry, a seat is not held yet), the outcome is
+ * "need": the caller asks Postgres (one round trip) and decides again. When Postgres is known
+ * to be unreachable, the entitlement's failure mode answers instead.
  */
 import { Reason } from "../gen/licensing/v1/licensing_pb.js";
+import type { Consumption, CounterReader } from "./counters.js";
 import type { ApiKeyRecord, EntitlementRule, LicenseSnapshot } from "./snapshot.js";
 
 export interface DecisionRequest {
@@ -16,86 +23,315 @@ export interface DecisionRequest {
   readonly environment: string;
   /** Roles or scopes the credential carries. */
   readonly roles: readonly string[];
+  /** Required by seat and capacity entitlements. */
+  readonly instanceId: string;
+  /** Evaluate without consuming (and without leasing or taking a seat). */
+  readonly dryRun: boolean;
+  /**
+   * What may be asked of Postgres: "ask" (a round trip is possible: answer "need" when memory
+   * cannot decide), "asked" (the needs were just fulfilled: a seat still not held means none is
+   * free), or "unreachable" (answer from each entitlement's failure mode).
+   */
+  readonly postgres: PostgresState;
 }
+
+export type PostgresState = "ask" | "asked" | "unreachable";
 
 export interface Verdict {
   readonly allow: boolean;
   readonly reason: Reason;
   /** Safe to show to the end user; names the feature or licence, never a secret. */
   readonly message: string;
-  /** The entitlement that decided, when the request got that far. */
-  readonly entitlement?: EntitlementRule;
 }
 
-/**
- * Thrown for an entitlement kind whose enforcement is not built yet, so a Check can never
- * silently allow what it cannot count. Mapped to UNIMPLEMENTED.
- */
-export class UnsupportedEntitlementError extends Error {
-  constructor(readonly rule: EntitlementRule) {
-    super(`feature "${rule.feature}": ${rule.kind} entitlements are not enforced yet`);
-    this.name = "UnsupportedEntitlementError";
-  }
+/** Where the binding limit stands: the one that denied, or the tightest of those that allowed. */
+export interface LimitStatus {
+  readonly limit: number;
+  readonly remaining: number;
+  /** Quota period end (epoch ms); null when the limit does not reset. */
+  readonly resetsAtMs: number | null;
+  /** When asking again may succeed (epoch ms); null when it is not about waiting. */
+  readonly retryAtMs: number | null;
 }
 
-const deny = (reason: Reason, message: string, entitlement?: EntitlementRule): Verdict =>
-  entitlement === undefined ? { allow: false, reason, message } : { allow: false, reason, message, entitlement };
+/** Units allowed without a lease because Postgres was unreachable and the rule fails open. */
+export interface FailOpenUse {
+  readonly rule: EntitlementRule;
+  readonly quantity: number;
+}
+
+/** What must be asked of Postgres before deciding again. */
+export type Need =
+  | { readonly kind: "quota"; readonly rule: EntitlementRule; readonly quantity: number }
+  | { readonly kind: "seat"; readonly rule: EntitlementRule; readonly instanceId: string };
+
+export type Decision =
+  | {
+      readonly outcome: "decided";
+      readonly verdict: Verdict;
+      /** Empty for denies, dry runs and quantity 0. */
+      readonly consumption: readonly Consumption[];
+      readonly failOpen: readonly FailOpenUse[];
+      /** Absent for features with no limit (boolean) and for denies before the limits. */
+      readonly status?: LimitStatus;
+    }
+  | { readonly outcome: "need"; readonly needs: readonly Need[] };
+
+const NOTHING: readonly never[] = Object.freeze([]);
+
+const ALLOWED: Verdict = Object.freeze({ allow: true, reason: Reason.OK, message: "allowed" });
+
+function denied(reason: Reason, message: string, status?: LimitStatus): Decision {
+  const verdict = { allow: false, reason, message };
+  return status === undefined
+    ? { outcome: "decided", verdict, consumption: NOTHING, failOpen: NOTHING }
+    : { outcome: "decided", verdict, consumption: NOTHING, failOpen: NOTHING, status };
+}
 
 /** Whether the key itself may be used at `nowMs`; undefined when it may. */
 export function keyVerdict(key: ApiKeyRecord, nowMs: number): Verdict | undefined {
   if (key.revokedAtMs !== null && key.revokedAtMs <= nowMs) {
-    return deny(Reason.CREDENTIAL_REVOKED, `API key ${key.prefix}… has been revoked`);
+    return { allow: false, reason: Reason.CREDENTIAL_REVOKED, message: `API key ${key.prefix}… has been revoked` };
   }
   if (key.expiresAtMs !== null && key.expiresAtMs <= nowMs) {
-    return deny(Reason.TOKEN_EXPIRED, `API key ${key.prefix}… expired at ${new Date(key.expiresAtMs).toISOString()}`);
+    return {
+      allow: false,
+      reason: Reason.TOKEN_EXPIRED,
+      message: `API key ${key.prefix}… expired at ${new Date(key.expiresAtMs).toISOString()}`,
+    };
   }
   return undefined;
 }
 
-export function decide(snapshot: LicenseSnapshot, request: DecisionRequest, nowMs: number): Verdict {
-  const licenseVerdict = checkLicense(snapshot, request, nowMs);
-  if (licenseVerdict !== undefined) return licenseVerdict;
+export function decide(
+  snapshot: LicenseSnapshot,
+  request: DecisionRequest,
+  counters: CounterReader,
+  nowMs: number,
+): Decision {
+  const licenseDenied = checkLicense(snapshot, request, nowMs);
+  if (licenseDenied !== undefined) return licenseDenied;
 
-  const rule = snapshot.entitlements.get(request.feature);
-  if (rule === undefined) {
-    return deny(
+  const rules = snapshot.entitlements.get(request.feature);
+  if (rules === undefined || rules.length === 0) {
+    return denied(
       Reason.FEATURE_NOT_ENTITLED,
       `licence ${snapshot.licenseId} (plan ${snapshot.plan}) does not include feature "${request.feature}"`,
     );
   }
-  if (rule.roles.length > 0 && !rule.roles.some((role) => request.roles.includes(role))) {
-    return deny(
-      Reason.ROLE_NOT_ALLOWED,
-      `feature "${rule.feature}" requires one of the roles ${rule.roles.join(", ")}`,
-      rule,
-    );
+  for (const rule of rules) {
+    if (rule.roles.length > 0 && !rule.roles.some((role) => request.roles.includes(role))) {
+      return denied(Reason.ROLE_NOT_ALLOWED, `feature "${rule.feature}" requires one of the roles ${rule.roles.join(", ")}`);
+    }
   }
-  if (rule.kind !== "boolean") throw new UnsupportedEntitlementError(rule);
-  return { allow: true, reason: Reason.OK, message: "allowed", entitlement: rule };
+  return checkLimits(snapshot.licenseId, rules, request, counters, nowMs);
 }
 
-function checkLicense(snapshot: LicenseSnapshot, request: DecisionRequest, nowMs: number): Verdict | undefined {
+function checkLicense(snapshot: LicenseSnapshot, request: DecisionRequest, nowMs: number): Decision | undefined {
   if (snapshot.status === "suspended") {
-    return deny(Reason.LICENSE_SUSPENDED, `licence ${snapshot.licenseId} is suspended`);
+    return denied(Reason.LICENSE_SUSPENDED, `licence ${snapshot.licenseId} is suspended`);
   }
   if (snapshot.validFromMs !== null && nowMs < snapshot.validFromMs) {
-    return deny(
+    return denied(
       Reason.LICENSE_NOT_YET_VALID,
       `licence ${snapshot.licenseId} is valid from ${new Date(snapshot.validFromMs).toISOString()}`,
     );
   }
   if (snapshot.validUntilMs !== null && nowMs >= snapshot.validUntilMs) {
-    return deny(
+    return denied(
       Reason.LICENSE_EXPIRED,
       `licence ${snapshot.licenseId} expired at ${new Date(snapshot.validUntilMs).toISOString()}`,
     );
   }
   if (snapshot.environments.size > 0 && !snapshot.environments.has(request.environment)) {
     const asked = request.environment === "" ? "an unspecified environment" : `environment "${request.environment}"`;
-    return deny(
+    return denied(
       Reason.ENVIRONMENT_NOT_ALLOWED,
       `licence ${snapshot.licenseId} is not valid in ${asked} (allowed: ${[...snapshot.environments].join(", ")})`,
     );
   }
   return undefined;
+}
+
+/** One limit's answer: pass (with what it would consume), deny, or ask Postgres first. */
+type LimitResult =
+  | { readonly pass: true; readonly consumption?: Consumption; readonly failOpen?: FailOpenUse; readonly status?: LimitStatus }
+  | { readonly pass: false; readonly decision: Decision }
+  | { readonly pass: "need"; readonly need: Need };
+
+function checkLimits(
+  licenseId: string,
+  rules: readonly EntitlementRule[],
+  request: DecisionRequest,
+  counters: CounterReader,
+  nowMs: number,
+): Decision {
+  const consuming = request.quantity > 0 && !request.dryRun;
+  let consumption: Consumption[] | undefined;
+  let failOpen: FailOpenUse[] | undefined;
+  let needs: Need[] | undefined;
+  let tightest: LimitStatus | undefined;
+  for (const rule of rules) {
+    const result = checkLimit(licenseId, rule, request, counters, nowMs, consuming);
+    if (result.pass === false) return result.decision;
+    if (result.pass === "need") {
+      (needs ??= []).push(result.need);
+      continue;
+    }
+    if (result.consumption !== undefined) (consumption ??= []).push(result.consumption);
+    if (result.failOpen !== undefined) (failOpen ??= []).push(result.failOpen);
+    if (result.status !== undefined && (tightest === undefined || result.status.remaining < tightest.remaining)) {
+      tightest = result.status;
+    }
+  }
+  if (needs !== undefined) return { outcome: "need", needs };
+  const decision = { outcome: "decided" as const, verdict: ALLOWED, consumption: consumption ?? NOTHING, failOpen: failOpen ?? NOTHING };
+  return tightest === undefined ? decision : { ...decision, status: tightest };
+}
+
+function checkLimit(
+  licenseId: string,
+  rule: EntitlementRule,
+  request: DecisionRequest,
+  counters: CounterReader,
+  nowMs: number,
+  consuming: boolean,
+): LimitResult {
+  switch (rule.kind) {
+    case "boolean":
+      return { pass: true };
+    case "rate":
+      return checkRate(licenseId, rule, request, counters, nowMs, consuming);
+    case "quota":
+      return checkQuota(licenseId, rule, request, counters, nowMs, consuming);
+    case "seats":
+    case "capacity":
+      return checkSeat(licenseId, rule, request, counters, nowMs, consuming);
+  }
+}
+
+function checkRate(
+  licenseId: string,
+  rule: EntitlementRule,
+  request: DecisionRequest,
+  counters: CounterReader,
+  nowMs: number,
+  consuming: boolean,
+): LimitResult {
+  const view = counters.rate(licenseId, rule, nowMs);
+  const wanted = Math.max(request.quantity, 1);
+  const limit = rule.limit ?? 0;
+  if (view.tokens >= wanted) {
+    const remaining = Math.floor(view.tokens - (consuming ? request.quantity : 0));
+    const status = { limit, remaining, resetsAtMs: null, retryAtMs: null };
+    return consuming ? { pass: true, consumption: { kind: "rate", rule, quantity: request.quantity }, status } : { pass: true, status };
+  }
+  const fillable = wanted <= view.capacity && view.refillPerSecond > 0;
+  const waitMs = fillable ? Math.ceil(((wanted - view.tokens) / view.refillPerSecond) * 1000) : null;
+  const status = { limit, remaining: Math.floor(view.tokens), resetsAtMs: null, retryAtMs: waitMs === null ? null : nowMs + waitMs };
+  const message = fillable
+    ? `rate limit of ${limit} per ${rule.period ?? "second"} for feature "${rule.feature}" reached`
+    : `quantity ${wanted} exceeds the burst of the rate limit for feature "${rule.feature}"`;
+  return { pass: false, decision: denied(Reason.RATE_LIMITED, message, status) };
+}
+
+function checkQuota(
+  licenseId: string,
+  rule: EntitlementRule,
+  request: DecisionRequest,
+  counters: CounterReader,
+  nowMs: number,
+  consuming: boolean,
+): LimitResult {
+  const view = counters.quota(licenseId, rule, nowMs);
+  const limit = rule.limit ?? 0;
+  const statusAfter = (spent: number): LimitStatus => ({
+    limit,
+    remaining: Math.max(0, view.remaining - spent),
+    resetsAtMs: view.resetsAtMs,
+    retryAtMs: null,
+  });
+  if (!consuming) {
+    // Asking without consuming: answer from what is known, never lease.
+    const wanted = Math.max(request.quantity, 1);
+    const available = view.localAvailable >= wanted || (!view.exhausted && view.remaining >= wanted);
+    if (available || rule.overage === "allow_and_bill") return { pass: true, status: statusAfter(0) };
+    return { pass: false, decision: quotaExhausted(rule, view.remaining, view.resetsAtMs) };
+  }
+  const quantity = request.quantity;
+  if (view.localAvailable >= quantity) {
+    return { pass: true, consumption: { kind: "quota", rule, quantity, overage: 0 }, status: statusAfter(quantity) };
+  }
+  if (!view.exhausted) {
+    if (request.postgres !== "unreachable") return { pass: "need", need: { kind: "quota", rule, quantity } };
+    if (rule.failureMode === "fail_closed") return { pass: false, decision: backendUnavailable(rule) };
+    const fromLease = view.localAvailable;
+    const status = statusAfter(quantity);
+    return fromLease > 0
+      ? { pass: true, consumption: { kind: "quota", rule, quantity: fromLease, overage: 0 }, failOpen: { rule, quantity: quantity - fromLease }, status }
+      : { pass: true, failOpen: { rule, quantity }, status };
+  }
+  if (rule.overage === "allow_and_bill") {
+    const fromLease = view.localAvailable;
+    return { pass: true, consumption: { kind: "quota", rule, quantity: fromLease, overage: quantity - fromLease }, status: statusAfter(quantity) };
+  }
+  return { pass: false, decision: quotaExhausted(rule, view.remaining, view.resetsAtMs) };
+}
+
+function quotaExhausted(rule: EntitlementRule, remaining: number, resetsAtMs: number | null): Decision {
+  const limit = rule.limit ?? 0;
+  const when = resetsAtMs === null ? "it does not reset" : `it resets at ${new Date(resetsAtMs).toISOString()}`;
+  return denied(
+    Reason.QUOTA_EXHAUSTED,
+    `quota of ${limit} per ${rule.period ?? "period"} for feature "${rule.feature}" is used up; ${when}`,
+    { limit, remaining: Math.max(0, remaining), resetsAtMs, retryAtMs: resetsAtMs },
+  );
+}
+
+function checkSeat(
+  licenseId: string,
+  rule: EntitlementRule,
+  request: DecisionRequest,
+  counters: CounterReader,
+  nowMs: number,
+  consuming: boolean,
+): LimitResult {
+  const limit = rule.limit ?? 0;
+  const view = counters.seat(licenseId, rule, request.instanceId, nowMs);
+  const status: LimitStatus = { limit, remaining: Math.max(0, limit - view.inUse), resetsAtMs: null, retryAtMs: null };
+  if (view.held) {
+    return consuming ? { pass: true, consumption: { kind: "seat", rule, instanceId: request.instanceId }, status } : { pass: true, status };
+  }
+  if (!consuming) {
+    if (view.inUse < limit) return { pass: true, status };
+    return { pass: false, decision: seatsExhausted(rule, view.inUse, view.nextExpiryMs) };
+  }
+  switch (request.postgres) {
+    case "ask":
+      return { pass: "need", need: { kind: "seat", rule, instanceId: request.instanceId } };
+    case "asked":
+      // The acquisition just failed: every seat is held by another live instance.
+      return { pass: false, decision: seatsExhausted(rule, Math.max(view.inUse, limit), view.nextExpiryMs) };
+    case "unreachable":
+      return rule.failureMode === "fail_open" ? { pass: true, status } : { pass: false, decision: backendUnavailable(rule) };
+  }
+}
+
+function seatsExhausted(rule: EntitlementRule, inUse: number, nextExpiryMs: number | null): Decision {
+  const limit = rule.limit ?? 0;
+  const capacity = rule.kind === "capacity";
+  return denied(
+    capacity ? Reason.CAPACITY_EXHAUSTED : Reason.SEATS_EXHAUSTED,
+    capacity
+      ? `all ${limit} capacity units of feature "${rule.feature}" are in use`
+      : `all ${limit} seats of feature "${rule.feature}" are held by other instances`,
+    { limit, remaining: Math.max(0, limit - inUse), resetsAtMs: null, retryAtMs: nextExpiryMs },
+  );
+}
+
+function backendUnavailable(rule: EntitlementRule): Decision {
+  return denied(
+    Reason.BACKEND_UNAVAILABLE,
+    `the licence database is unreachable and feature "${rule.feature}" fails closed`,
+  );
 }

@@ -38,7 +38,11 @@ export interface LicenseSnapshot {
   readonly environments: ReadonlySet<string>;
   /** Grows with every change to the licence; returned as policy_version. */
   readonly version: number;
-  readonly entitlements: ReadonlyMap<string, EntitlementRule>;
+  /**
+   * Every limit on each feature (at most one per kind), in evaluation order: boolean, rate,
+   * quota, seats, capacity — local, cheap denies before limits that may need Postgres.
+   */
+  readonly entitlements: ReadonlyMap<string, readonly EntitlementRule[]>;
 }
 
 /** An API key as the hot path sees it: never the secret, only what the hash resolved to. */

@@ -31,11 +31,29 @@ export async function loadLicenseSnapshot(
   };
 }
 
-/** Plan entitlements, each replaced by the licence's override for the same feature. */
-export function effectiveEntitlements(rows: readonly Entitlement[]): Map<string, EntitlementRule> {
-  const byFeature = new Map<string, EntitlementRule>();
-  for (const row of rows) if (row.plan !== null) byFeature.set(row.feature, toRule(row));
-  for (const row of rows) if (row.license_id !== null) byFeature.set(row.feature, toRule(row));
+const EVALUATION_ORDER: Readonly<Record<Entitlement["kind"], number>> = {
+  boolean: 0,
+  rate: 1,
+  quota: 2,
+  seats: 3,
+  capacity: 4,
+};
+
+/**
+ * Plan entitlements, each replaced by the licence's override of the same feature and kind,
+ * grouped by feature in evaluation order (see LicenseSnapshot.entitlements).
+ */
+export function effectiveEntitlements(rows: readonly Entitlement[]): Map<string, EntitlementRule[]> {
+  const byFeatureKind = new Map<string, EntitlementRule>();
+  for (const row of rows) if (row.plan !== null) byFeatureKind.set(`${row.feature}\u0000${row.kind}`, toRule(row));
+  for (const row of rows) if (row.license_id !== null) byFeatureKind.set(`${row.feature}\u0000${row.kind}`, toRule(row));
+  const byFeature = new Map<string, EntitlementRule[]>();
+  for (const rule of byFeatureKind.values()) {
+    const rules = byFeature.get(rule.feature);
+    if (rules === undefined) byFeature.set(rule.feature, [rule]);
+    else rules.push(rule);
+  }
+  for (const rules of byFeature.values()) rules.sort((a, b) => EVALUATION_ORDER[a.kind] - EVALUATION_ORDER[b.kind]);
   return byFeature;
 }
 
@@ -72,4 +90,20 @@ export async function findApiKeyByHash(
     expiresAtMs: row.expires_at?.getTime() ?? null,
     revokedAtMs: row.revoked_at?.getTime() ?? null,
   };
+}
+
+/**
+ * The id of the account's licence, for credentials that name an account rather than a licence:
+ * defined only when the account has exactly one active licence (otherwise the credential is
+ * ambiguous and must name the licence).
+ */
+export async function findAccountLicense(db: Kysely<Database>, accountId: string): Promise<string | undefined> {
+  const rows = await db
+    .selectFrom("licenses")
+    .select("id")
+    .where("account_id", "=", accountId)
+    .where("status", "=", "active")
+    .limit(2)
+    .execute();
+  return rows.length === 1 ? rows[0]?.id : undefined;
 }

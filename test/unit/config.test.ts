@@ -80,3 +80,23 @@ describe("configuration", () => {
     expect(error.message).not.toContain("s3cret-pw");
   });
 });
+
+describe("configuration of the Check engine", () => {
+  it("defaults the replica id to the one main.ts derives, and validates it", () => {
+    expect(loadConfig({}, { ...options, defaultReplicaId: "host-42" }).replicaId).toBe("host-42");
+    expect(errorOf({ REPLICA_ID: "has space" }).variable).toBe("REPLICA_ID");
+  });
+
+  it("SIGNING_KEY_SECRET must be 32 bytes of base64 and is never echoed", () => {
+    const key = Buffer.alloc(32, 7).toString("base64");
+    expect(loadConfig({ SIGNING_KEY_SECRET: key }, options).signingKeySecret?.length).toBe(32);
+    const error = errorOf({ SIGNING_KEY_SECRET: "dG9vLXNob3J0" });
+    expect(error.variable).toBe("SIGNING_KEY_SECRET");
+    expect(error.message).not.toContain("dG9vLXNob3J0");
+  });
+
+  it("DECISION_LOG accepts all or denies", () => {
+    expect(loadConfig({ DECISION_LOG: "denies" }, options).decisionLog).toBe("denies");
+    expect(errorOf({ DECISION_LOG: "none" }).variable).toBe("DECISION_LOG");
+  });
+});

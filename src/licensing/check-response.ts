@@ -1,0 +1,67 @@
+/**
+ * Builds CheckResponses from decisions. The one place that knows how limits, times and cache
+ * lifetimes appear on the wire.
+ */
+import { randomUUID } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { DurationSchema, timestampFromMs, type Duration } from "@bufbuild/protobuf/wkt";
+import { CheckResponseSchema, Decision as WireDecision, type CheckResponse } from "../gen/licensing/v1/licensing_pb.js";
+import type { LimitStatus, Verdict } from "./decide.js";
+import type { LicenseSnapshot } from "./snapshot.js";
+
+export interface ResponseInput {
+  readonly verdict: Verdict;
+  readonly snapshot: LicenseSnapshot | undefined;
+  readonly status: LimitStatus | undefined;
+  /** The decision consumed units (or holds a seat): the answer must not be reused. */
+  readonly consumed: boolean;
+  readonly nowMs: number;
+}
+
+export function durationOfMs(ms: number): Duration {
+  const whole = Math.max(0, Math.ceil(ms));
+  return create(DurationSchema, { seconds: BigInt(Math.floor(whole / 1000)), nanos: (whole % 1000) * 1_000_000 });
+}
+
+/**
+ * Returns a builder with the configured reuse lifetime. cache_ttl is 0 for answers that
+ * consumed or that report a moving limit (a dry run of a quota), the configured TTL for
+ * answers that depend only on the licence (boolean features, not entitled, suspended), and
+ * at most the wait for denies that say when to retry.
+ */
+export function createResponseBuilder(cacheTtlMs: number): (input: ResponseInput) => CheckResponse {
+  const reusable = durationOfMs(cacheTtlMs);
+  const never = durationOfMs(0);
+
+  function cacheTtl(input: ResponseInput): Duration {
+    if (input.consumed) return never;
+    const retryAtMs = input.status?.retryAtMs ?? null;
+    if (retryAtMs !== null) return durationOfMs(Math.min(cacheTtlMs, retryAtMs - input.nowMs));
+    if (input.status !== undefined) return never;
+    return reusable;
+  }
+
+  return (input) => {
+    const { verdict, snapshot, status } = input;
+    const response = create(CheckResponseSchema, {
+      decision: verdict.allow ? WireDecision.ALLOW : WireDecision.DENY,
+      reason: verdict.reason,
+      message: verdict.message,
+      decisionId: randomUUID(),
+      cacheTtl: cacheTtl(input),
+    });
+    if (snapshot !== undefined) {
+      response.licenseId = snapshot.licenseId;
+      response.plan = snapshot.plan;
+      response.accountId = snapshot.accountId;
+      response.policyVersion = BigInt(snapshot.version);
+    }
+    if (status !== undefined) {
+      response.limit = BigInt(status.limit);
+      response.remaining = BigInt(status.remaining);
+      if (status.resetsAtMs !== null) response.resetsAt = timestampFromMs(status.resetsAtMs);
+      if (!verdict.allow && status.retryAtMs !== null) response.retryAfter = durationOfMs(status.retryAtMs - input.nowMs);
+    }
+    return response;
+  };
+}
