@@ -60,7 +60,10 @@ export interface Config {
   readonly settleIntervalMs: number;
   /** HEARTBEAT_INTERVAL_MS: how often this replica heartbeats (live replicas share rate limits). Default 5000. */
   readonly heartbeatIntervalMs: number;
-  /** DECISION_LOG: "all" (every deny a row, allows aggregated per second) or "denies" (allows only counted). Default "all". */
+  /**
+   * DECISION_LOG: "denies" (every deny a row of its own; allows counted in one row per second,
+   * licence, feature and reason) or "all" (every decision a row). Default "denies".
+   */
   readonly decisionLog: "all" | "denies";
   /** DECISION_LOG_MAX_QUEUE: decisions held for writing before new ones are dropped (counted and logged). Default 100000. */
   readonly decisionLogMaxQueue: number;
@@ -126,7 +129,7 @@ export function loadConfig(env: Env, options: LoadConfigOptions): Config {
     seatTtlMs: intVar(env, "SEAT_TTL_MS", 60_000, 1000, 86_400_000),
     settleIntervalMs: intVar(env, "SETTLE_INTERVAL_MS", 1000, 10, 60_000),
     heartbeatIntervalMs: intVar(env, "HEARTBEAT_INTERVAL_MS", 5000, 100, 60_000),
-    decisionLog: enumVar(env, "DECISION_LOG", "all", ["all", "denies"]),
+    decisionLog: enumVar(env, "DECISION_LOG", "denies", ["all", "denies"]),
     decisionLogMaxQueue: intVar(env, "DECISION_LOG_MAX_QUEUE", 100_000, 1, 10_000_000),
     decisionLogFlushMs: intVar(env, "DECISION_LOG_FLUSH_MS", 1000, 10, 60_000),
     signingKeySecret: secretKeyVar(env, "SIGNING_KEY_SECRET"),
