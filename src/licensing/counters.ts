@@ -2,14 +2,18 @@
  * The seam between the pure decision and the counting engine (quota leases, rate buckets,
  * seat leases).
  *
- * `decide()` reads counters through `CounterReader` (no side effects) and returns what it
- * would consume; the Check handler then `commit`s that consumption (memory only, synchronous),
+ * `decide()` reads counters through `CounterReader` (reads consume nothing, though the engine
+ * may do bookkeeping such as period rollover) and returns what it would consume; the Check handler then `commit`s that consumption (memory only, synchronous),
  * or, when decide() says a limit needs Postgres (a quota lease ran dry, a seat is not held yet),
  * awaits `refillQuota` / `acquireSeat` and decides again. In steady state nothing awaits.
  */
 import type { EntitlementRule } from "./snapshot.js";
 
-/** Where one quota stands, seen from this replica. */
+/**
+ * Where one quota stands, seen from this replica. Views may be live objects reused by the
+ * engine (the hot path allocates nothing): read them at once, never keep them. `exhausted`
+ * may be true while `localAvailable` > 0: local units are spent first.
+ */
 export interface QuotaView {
   /** Units this replica may spend now from its lease, without asking Postgres. */
   readonly localAvailable: number;
@@ -51,7 +55,11 @@ export interface CounterReader {
   seat(licenseId: string, rule: EntitlementRule, instanceId: string, nowMs: number): SeatView;
 }
 
-/** What an allowed decision consumes; applied by `Counters.commit`. */
+/**
+ * What an allowed decision consumes; applied by `Counters.commit`. For quotas, `quantity` is
+ * every unit the decision used and `overage` the part of it past the limit (allow_and_bill):
+ * quantity - overage units come out of the lease.
+ */
 export type Consumption =
   | { readonly kind: "quota"; readonly rule: EntitlementRule; readonly quantity: number; readonly overage: number }
   | { readonly kind: "rate"; readonly rule: EntitlementRule; readonly quantity: number }

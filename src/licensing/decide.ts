@@ -273,7 +273,7 @@ function checkQuota(
   }
   if (rule.overage === "allow_and_bill") {
     const fromLease = view.localAvailable;
-    return { pass: true, consumption: { kind: "quota", rule, quantity: fromLease, overage: quantity - fromLease }, status: statusAfter(quantity) };
+    return { pass: true, consumption: { kind: "quota", rule, quantity, overage: quantity - fromLease }, status: statusAfter(quantity) };
   }
   return { pass: false, decision: quotaExhausted(rule, view.remaining, view.resetsAtMs) };
 }

@@ -144,7 +144,7 @@ describe("decide: quotas", () => {
     const billed = snapshot({}, [{ ...QUOTA, overage: "allow_and_bill" }]);
     const d = decided(decide(billed, quota({ quantity: 5 }), counters({ quota: { localAvailable: 2, remaining: 2, exhausted: true } }), NOW));
     expect(d.verdict.allow).toBe(true);
-    expect(d.consumption).toEqual([{ kind: "quota", rule: { ...QUOTA, overage: "allow_and_bill" }, quantity: 2, overage: 3 }]);
+    expect(d.consumption).toEqual([{ kind: "quota", rule: { ...QUOTA, overage: "allow_and_bill" }, quantity: 5, overage: 3 }]);
   });
 
   it("quantity 0 and dry runs answer from memory and consume nothing", () => {
