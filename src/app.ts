@@ -16,19 +16,29 @@ import { createAdminAuthenticator } from "./admin/admin-auth.js";
 import { createAdminBinding } from "./admin/admin-handlers.js";
 import { ensureAdminTokenFile } from "./admin/admin-token.js";
 import type { Config } from "./config.js";
+import { file_envoy_service_auth_v3_external_auth } from "./gen/envoy/service/auth/v3/external_auth_pb.js";
+import type { CheckResponse } from "./gen/licensing/v1/licensing_pb.js";
+import { createAuthorizationBinding } from "./envoy/ext-authz.js";
+import { createForwardAuthRoute } from "./envoy/forward-auth.js";
+import type { AuthzDeps } from "./envoy/authorizer.js";
+import { createLicensingCaches, type LicensingCaches } from "./licensing/caches.js";
+import { createDecisionLog, type DecisionLog } from "./licensing/decision-log.js";
+import { createCounters, type CountersEngine } from "./licensing/engine/index.js";
+import { createOperationCache } from "./licensing/idempotency.js";
+import { createIdentityResolver } from "./licensing/identity.js";
 import { createLicensingBinding } from "./licensing/licensing-binding.js";
-import { createLoadingCache } from "./licensing/loading-cache.js";
-import type { ApiKeyRecord, LicenseSnapshot } from "./licensing/snapshot.js";
 import type { Logger } from "./logger.js";
 import { packageRoot } from "./package-root.js";
 import { applyRules, type IssuedKey } from "./rules/apply.js";
 import { parseRules } from "./rules/parse.js";
 import { createGrpcServer, type GrpcServer } from "./server/grpc-server.js";
 import { createHealthRegistry, type HealthRegistry } from "./server/health.js";
+import { unavailable } from "./server/errors.js";
 import { createHttpServer, type HttpRoute, type HttpServer } from "./server/http-server.js";
+import type { ServiceBinding, UnaryHandlers } from "./server/rpc.js";
 import { createStore, type Store } from "./store/database.js";
-import { findApiKeyByHash, loadLicenseSnapshot } from "./store/licenses.js";
 import { migrateToLatest, pendingMigrations } from "./store/migrate.js";
+import { createChangeListener, type ChangeListener } from "./store/notify.js";
 
 export interface AppOptions {
   readonly config: Config;
@@ -51,48 +61,106 @@ export interface App {
 }
 
 /** The service names health reports on, besides "" (the whole server). */
-const SERVICES = ["licensing.v1.LicensingService", "licensing.admin.v1.AdminService"];
+const SERVICES = [
+  "licensing.v1.LicensingService",
+  "licensing.admin.v1.AdminService",
+  "envoy.service.auth.v3.Authorization",
+];
+
+/**
+ * Data-plane calls that arrive while the service starts (listening, not yet migrated) get
+ * UNAVAILABLE, the answer a starting server gives: the caller retries elsewhere.
+ */
+function gateUntilReady<S extends ServiceBinding>(binding: S, isReady: () => boolean): S {
+  const gated: Record<string, unknown> = {};
+  for (const [name, handler] of Object.entries(binding.handlers as Record<string, (req: unknown, ctx: unknown) => unknown>)) {
+    gated[name] = (request: unknown, context: unknown) => {
+      if (!isReady()) throw unavailable("the service is starting: retry shortly");
+      return handler(request, context);
+    };
+  }
+  return { ...binding, handlers: gated as UnaryHandlers<S["service"]> } as S;
+}
 
 export function createApp(options: AppOptions): App {
   const { config, logger } = options;
   const now = options.now ?? Date.now;
   const health = createHealthRegistry();
   let store: Store | undefined;
+  let counters: CountersEngine | undefined;
+  let decisionLog: DecisionLog | undefined;
+  let listener: ChangeListener | undefined;
   let grpc: GrpcServer | undefined;
   let http: HttpServer | undefined;
   let ready = false;
 
   async function start(): Promise<StartedApp> {
     health.setAll("NOT_SERVING");
-    store = await createStore({
+    const opened = await createStore({
       databaseUrl: config.databaseUrl,
       dataDir: config.dataDir,
       poolMax: config.dbPoolMax,
       connectTimeoutMs: config.dbConnectTimeoutMs,
+      logger: logger.child({ component: "store" }),
     });
-    logger.info({ database: store.describe() }, "store opened");
-    const db = store.db;
+    store = opened;
+    logger.info({ database: opened.describe(), replicaId: config.replicaId }, "store opened");
+    const db = opened.db;
 
-    const keys = createLoadingCache<string, ApiKeyRecord>({
-      load: (hash) => findApiKeyByHash(db, hash),
-      negativeTtlMs: config.unknownKeyCacheMs,
+    const caches = createLicensingCaches({ db, now, unknownKeyCacheMs: config.unknownKeyCacheMs });
+    const engine = createCounters({
+      db,
+      replicaId: config.replicaId,
       now,
+      logger: logger.child({ component: "counters" }),
+      leaseTtlMs: config.leaseTtlMs,
+      seatTtlMs: config.seatTtlMs,
+      settleIntervalMs: config.settleIntervalMs,
+      heartbeatIntervalMs: config.heartbeatIntervalMs,
     });
-    const licenses = createLoadingCache<string, LicenseSnapshot>({
-      load: (id) => loadLicenseSnapshot(db, id),
-      negativeTtlMs: 0,
+    const log = createDecisionLog({
+      db,
+      replicaId: config.replicaId,
+      mode: config.decisionLog,
+      maxQueue: config.decisionLogMaxQueue,
+      flushIntervalMs: config.decisionLogFlushMs,
       now,
+      logger: logger.child({ component: "decision-log" }),
     });
-    const adminToken = await resolveAdminToken(config, store, logger);
+    counters = engine;
+    decisionLog = log;
+    listener = createChangeListener({
+      store: opened,
+      logger: logger.child({ component: "listen" }),
+      onChange: caches.onChange,
+      onReconnect: caches.invalidateAll,
+    });
+
+    const adminToken = await resolveAdminToken(config, opened, logger);
+    const licensing = createLicensingBinding({
+      resolveIdentity: createIdentityResolver({ keys: caches.keys }),
+      licenses: caches.licenses,
+      accountLicenses: caches.accountLicenses,
+      counters: engine,
+      operations: createOperationCache<CheckResponse>({ windowMs: config.operationWindowMs, maxEntries: config.operationCacheMax, now }),
+      decisions: log,
+      now,
+      cacheTtlMs: config.checkCacheTtlMs,
+    });
+    const authz: AuthzDeps = {
+      check: licensing.handlers.check,
+      routes: [],
+      logger: logger.child({ component: "authz" }),
+      options: { removeCredentialHeader: true },
+    };
     const bindings = [
-      createLicensingBinding({ keys, licenses, now, cacheTtlMs: config.checkCacheTtlMs }),
+      gateUntilReady(licensing, () => ready),
+      gateUntilReady(createAuthorizationBinding(authz), () => ready),
       createAdminBinding({
         db,
         authenticate: createAdminAuthenticator(adminToken),
-        onRulesChanged: () => {
-          keys.invalidateAll();
-          licenses.invalidateAll();
-        },
+        // This replica sees its own writes at once; the others hear of them by NOTIFY.
+        onRulesChanged: caches.invalidateAll,
         now,
         logger: logger.child({ component: "admin" }),
       }),
@@ -101,13 +169,13 @@ export function createApp(options: AppOptions): App {
     grpc = createGrpcServer({
       bindings,
       health,
-      reflectionFiles: [file_licensing_v1_licensing, file_licensing_admin_v1_admin],
+      reflectionFiles: [file_licensing_v1_licensing, file_licensing_admin_v1_admin, file_envoy_service_auth_v3_external_auth],
       maxReceiveMessageBytes: config.maxMessageBytes,
       logger: logger.child({ component: "grpc" }),
     });
     http = createHttpServer({
       bindings,
-      routes: probeRoutes(() => ready),
+      routes: [...probeRoutes(() => ready), createForwardAuthRoute(authz)],
       maxBodyBytes: config.maxMessageBytes,
       logger: logger.child({ component: "http" }),
     });
@@ -115,8 +183,11 @@ export function createApp(options: AppOptions): App {
     const httpPort = await http.listen(config.host, config.httpPort);
     logger.info({ host: config.host, grpcPort, httpPort }, "listening (not serving until migrated)");
 
-    await prepareDatabase(config, store, logger);
-    await seedDemoIfNew(config, store, { grpcPort, httpPort }, logger, options.announce, now);
+    await prepareDatabase(config, opened, logger);
+    await listener.start();
+    await engine.start();
+    await log.start();
+    await seedDemoIfNew(config, opened, { grpcPort, httpPort }, logger, options.announce, now);
 
     ready = true;
     health.setAll("SERVING");
@@ -130,6 +201,10 @@ export function createApp(options: AppOptions): App {
     health.setAll("NOT_SERVING");
     logger.info({ graceMs: config.shutdownGraceMs }, "shutting down: draining in-flight calls");
     await Promise.all([grpc?.shutdown(config.shutdownGraceMs), http?.close(config.shutdownGraceMs)]);
+    // In-flight calls are done: settle leases and seats, then write the last decisions.
+    await counters?.stop();
+    await decisionLog?.stop();
+    await listener?.stop();
     await store?.close();
     logger.info("stopped");
   }

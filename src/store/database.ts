@@ -106,6 +106,16 @@ function createPostgresStore(databaseUrl: string, options: StoreOptions): Store 
   pool.on("error", (error) => {
     options.logger?.warn({ err: { message: error.message, code: errorCode(error) } }, "idle PostgreSQL connection lost");
   });
+  // A client that is checked out (Kysely holds it for a transaction, or between a query and
+  // its release) when its connection dies emits 'error' on itself, where the pool no longer
+  // listens: unhandled, that crashes the process. The query in flight fails in its caller
+  // anyway, and pg marks the client broken so the pool discards it on release; here it is
+  // only reported.
+  pool.on("connect", (client) => {
+    client.on("error", (error) => {
+      options.logger?.warn({ err: { message: error.message, code: errorCode(error) } }, "PostgreSQL connection lost");
+    });
+  });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return {
     db,
