@@ -19,11 +19,15 @@ import { RulesError } from "../rules/errors.js";
 import { exportRules, formatRules } from "../rules/export.js";
 import { parseRules } from "../rules/parse.js";
 import { invalidArgument } from "../server/errors.js";
-import { bindService, type ServiceBinding } from "../server/rpc.js";
+import { bindService, type ServiceBinding, type UnaryHandlers } from "../server/rpc.js";
 import type { Database } from "../store/schema.js";
 import type { AdminAuthenticator } from "./admin-auth.js";
 
+/** AdminService methods implemented elsewhere (licence tokens and signing keys: tokens.ts). */
+export type ExtraAdminHandlers = Omit<UnaryHandlers<typeof AdminService>, "apply" | "export">;
+
 export interface AdminDeps {
+  readonly extraHandlers: ExtraAdminHandlers;
   readonly db: Kysely<Database>;
   readonly authenticate: AdminAuthenticator;
   /** Called after a write, so cached licences and keys are reloaded. */
@@ -40,6 +44,7 @@ const ACTIONS = {
 
 export function createAdminBinding(deps: AdminDeps): ServiceBinding<typeof AdminService> {
   return bindService(AdminService, {
+    ...deps.extraHandlers,
     async apply(request, context) {
       deps.authenticate(context);
       const result = await withRulesErrors(async () =>
@@ -79,7 +84,7 @@ function toApplyResponse(result: ApplyResult, dryRun: boolean) {
       create(ChangeSchema, { kind: change.kind, id: change.id, action: ACTIONS[change.action], fields: change.fields }),
     ),
     issuedKeys: result.issuedKeys.map((key) =>
-      create(IssuedApiKeySchema, { id: key.id, licenseId: key.licenseId, secret: key.secret, prefix: key.prefix }),
+      create(IssuedApiKeySchema, { id: key.id, kind: key.kind, licenseId: key.licenseId, secret: key.secret, prefix: key.prefix }),
     ),
   });
 }

@@ -17,9 +17,11 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { readAdminTokenFile } from "../admin/admin-token.js";
 import { ChangeAction, type ApplyResponse } from "../gen/licensing/admin/v1/admin_pb.js";
 import { runService } from "../main.js";
-import { createStore } from "../store/database.js";
+import { createStore, type Store } from "../store/database.js";
 import { migrateDown, migrateToLatest } from "../store/migrate.js";
 import { createAdminClient } from "./admin-client.js";
+import { decisionsCommand, HELP as DECISIONS_HELP } from "./commands/decisions.js";
+import { connectionOptions, keysCommand, KEYS_HELP, tokensCommand, TOKENS_HELP } from "./commands/tokens.js";
 import { json, table, type OutputFormat } from "./output.js";
 
 class UsageError extends Error {}
@@ -40,6 +42,9 @@ Commands:
   migrate    apply pending database migrations (DATABASE_URL, or the embedded database in DATA_DIR)
   apply      validate and apply a rules document on the running service
   export     print the running service's current rules document
+  tokens     issue a licence token (an EdDSA JWT verifiable offline)
+  keys       rotate, list or retire the keys that sign licence tokens
+  decisions  verify the hash-chained decision log (DATABASE_URL, or the embedded database)
 
 Run "licensing <command> --help" for a command's options.`,
   serve: `Usage: licensing serve
@@ -67,6 +72,10 @@ Prints the current state as a rules document that "licensing apply" accepts (no 
   --out FILE     write to FILE instead of standard output
 ${CONNECTION_HELP}`,
 };
+
+HELP.decisions = DECISIONS_HELP;
+HELP.tokens = TOKENS_HELP;
+HELP.keys = KEYS_HELP;
 
 const CONNECTION_OPTIONS = {
   server: { type: "string" },
@@ -97,6 +106,12 @@ async function main(argv: string[]): Promise<number> {
       return apply(rest);
     case "export":
       return exportRules(rest);
+    case "tokens":
+      return tokensCommand(rest, await connect(connectionOptions(rest)));
+    case "keys":
+      return keysCommand(rest, await connect(connectionOptions(rest)));
+    case "decisions":
+      return withStore((store) => decisionsCommand(rest, store));
     default:
       throw new UsageError(`unknown command "${command}"`);
   }
@@ -114,11 +129,20 @@ function dataDir(): string {
   return resolve(process.env.DATA_DIR?.trim() || "./.data");
 }
 
-async function migrate(args: string[]): Promise<number> {
-  const values = parse(args, { down: { type: "boolean" } });
+/** Opens the database the service uses (DATABASE_URL, else the embedded one in DATA_DIR). */
+async function withStore(run: (store: Store) => Promise<number>): Promise<number> {
   const databaseUrl = process.env.DATABASE_URL?.trim() || undefined;
   const store = await createStore({ databaseUrl, dataDir: dataDir() });
   try {
+    return await run(store);
+  } finally {
+    await store.close();
+  }
+}
+
+async function migrate(args: string[]): Promise<number> {
+  const values = parse(args, { down: { type: "boolean" } });
+  return withStore(async (store) => {
     if (values.down === true) {
       const reverted = await migrateDown(store.db);
       process.stdout.write(reverted === undefined ? "nothing to revert\n" : `reverted ${reverted}\n`);
@@ -127,9 +151,7 @@ async function migrate(args: string[]): Promise<number> {
       process.stdout.write(applied.length === 0 ? "database is up to date\n" : `applied ${applied.join(", ")}\n`);
     }
     return 0;
-  } finally {
-    await store.close();
-  }
+  });
 }
 
 async function connect(values: { server?: string | undefined; token?: string | undefined }) {
@@ -190,7 +212,13 @@ function applyJson(response: ApplyResponse) {
   return {
     dry_run: response.dryRun,
     changes: response.changes.map((c) => ({ kind: c.kind, id: c.id, action: ACTION_NAMES[c.action], fields: c.fields })),
-    issued_keys: response.issuedKeys.map((k) => ({ id: k.id, license_id: k.licenseId, prefix: k.prefix, secret: k.secret })),
+    issued_keys: response.issuedKeys.map((k) => ({
+      id: k.id,
+      kind: k.kind,
+      license_id: k.licenseId,
+      prefix: k.prefix,
+      secret: k.secret,
+    })),
   };
 }
 
@@ -212,8 +240,8 @@ function applyTable(response: ApplyResponse): string {
   const summary = count === 0 ? "no changes" : `${count} change${count === 1 ? "" : "s"}`;
   lines.push(response.dryRun ? `${summary} (dry run: nothing written)` : summary);
   if (response.issuedKeys.length > 0) {
-    lines.push("", "New API keys (secrets shown once; store them now):");
-    lines.push(table(response.issuedKeys.map((k) => [`  ${k.id}`, k.licenseId, k.secret])));
+    lines.push("", "New API keys and service tokens (secrets shown once; store them now):");
+    lines.push(table(response.issuedKeys.map((k) => [`  ${k.kind}`, k.id, k.licenseId || "-", k.secret])));
   }
   return lines.join("\n");
 }

@@ -4,17 +4,26 @@
  */
 import { sql, type Kysely, type Transaction } from "kysely";
 import { generateApiKey } from "../licensing/api-keys.js";
+import { generateServiceToken } from "../licensing/credentials/service-token-secrets.js";
 import type { Database } from "../store/schema.js";
 import { diffEntitlements, diffRules, type Change, type RulesDiff } from "./diff.js";
-import { RulesError } from "./errors.js";
+import { RulesError, type RuleIssue } from "./errors.js";
 import { readRules } from "./read.js";
-import type { ApiKeyRule, EntitlementRule, LicenseRule, PlanRule, RulesDocument } from "./types.js";
+import type {
+  ApiKeyRule,
+  EntitlementRule,
+  IssuerRule,
+  LicenseRule,
+  PlanRule,
+  RulesDocument,
+  ServiceTokenRule,
+} from "./types.js";
 import { validateRules } from "./validate.js";
 
 export type { Change, ChangeAction, ChangeKind } from "./diff.js";
 
 export interface ApplyOptions {
-  /** Delete accounts, plans, licences and keys the document does not declare. */
+  /** Delete accounts, plans, licences, keys, issuers and service tokens the document does not declare. */
   readonly prune: boolean;
   /** Compute and return the changes, write nothing, issue no secrets. */
   readonly dryRun: boolean;
@@ -22,9 +31,14 @@ export interface ApplyOptions {
   readonly now: Date;
 }
 
-/** A key created by this apply. The secret exists only here: the database keeps its hash. */
+/**
+ * An API key or service token created by this apply. The secret exists only here: the database
+ * keeps its hash.
+ */
 export interface IssuedKey {
+  readonly kind: "api_key" | "service_token";
   readonly id: string;
+  /** The key's licence; "" for service tokens, which belong to no licence. */
   readonly licenseId: string;
   readonly secret: string;
   readonly prefix: string;
@@ -33,16 +47,17 @@ export interface IssuedKey {
 export interface ApplyResult {
   /** What changed (or, in a dry run, would change), in write order; unchanged objects are absent. */
   readonly changes: Change[];
-  /** One per created key, sorted by id; empty in a dry run. Never log these. */
+  /** One per created key or service token, sorted by kind then id; empty in a dry run. Never log these. */
   readonly issuedKeys: IssuedKey[];
 }
 
 /**
  * Makes the database match `doc` in one transaction and reports what changed.
  *
- * Promises: applying the same document twice changes nothing the second time; existing keys
- * keep their secret; a dry run writes nothing; on any error (RulesError for an invalid
- * document, or a database error) nothing is written. Concurrent applies are serialized by a
+ * Promises: applying the same document twice changes nothing the second time; existing keys and
+ * service tokens keep their secret; a dry run writes nothing; on any error (RulesError for an
+ * invalid document, or for an issuer whose `iss` an undeclared issuer in the database already
+ * has; or a database error) nothing is written. Concurrent applies are serialized by a
  * transaction-scoped advisory lock, so each diffs against the state the previous one left.
  */
 export async function applyRules(db: Kysely<Database>, doc: RulesDocument, options: ApplyOptions): Promise<ApplyResult> {
@@ -54,6 +69,8 @@ export async function applyRules(db: Kysely<Database>, doc: RulesDocument, optio
     await sql`select pg_advisory_xact_lock(${APPLY_LOCK_KEY})`.execute(trx);
     const current = await readRules(trx);
     const diff = diffRules(current, desired, { prune: options.prune });
+    const conflicts = issuerConflicts(current, desired, options.prune);
+    if (conflicts.length > 0) throw new RulesError(conflicts);
     if (options.dryRun) return { changes: diff.changes, issuedKeys: [] };
     const issuedKeys = await writeDiff(trx, current, desired, diff, options.now);
     return { changes: diff.changes, issuedKeys };
@@ -79,6 +96,7 @@ async function writeDiff(
   now: Date,
 ): Promise<IssuedKey[]> {
   const context: WriteContext = { trx, current, desired, now, issuedKeys: [] };
+  await freeIssuerValues(trx, diff.changes);
   // Sequential on purpose: the diff's order is the foreign-key-safe order.
   for (const change of diff.changes) await writeChange(context, change);
   if (diff.versionBumps.length > 0) {
@@ -88,7 +106,7 @@ async function writeDiff(
       .where("id", "in", diff.versionBumps)
       .execute();
   }
-  return context.issuedKeys.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return context.issuedKeys.sort((a, b) => compareText(a.kind, b.kind) || compareText(a.id, b.id));
 }
 
 async function writeChange(context: WriteContext, change: Change): Promise<void> {
@@ -101,6 +119,10 @@ async function writeChange(context: WriteContext, change: Change): Promise<void>
       return writeLicense(context, change);
     case "api_key":
       return writeApiKey(context, change);
+    case "issuer":
+      return writeIssuer(context, change);
+    case "service_token":
+      return writeServiceToken(context, change);
   }
 }
 
@@ -207,7 +229,116 @@ async function insertApiKey(trx: Transaction<Database>, key: ApiKeyRule, now: Da
       updated_at: now,
     })
     .execute();
-  return { id: key.id, licenseId: key.license, secret, prefix };
+  return { kind: "api_key", id: key.id, licenseId: key.license, secret, prefix };
+}
+
+async function writeIssuer({ trx, desired, now }: WriteContext, change: Change): Promise<void> {
+  if (change.action === "delete") {
+    // Done before every other write by freeIssuerValues; nothing is left to delete here.
+    return;
+  }
+  const issuer = find(desired.issuers, (i) => i.id, change.id);
+  const row = issuerRow(issuer, now);
+  if (change.action === "create") {
+    await trx.insertInto("issuers").values({ id: issuer.id, ...row, created_at: now }).execute();
+  } else {
+    await trx.updateTable("issuers").set(row).where("id", "=", issuer.id).execute();
+  }
+}
+
+function issuerRow(issuer: IssuerRule, now: Date) {
+  return {
+    issuer: issuer.issuer,
+    jwks_url: issuer.jwks_url,
+    audiences: issuer.audiences,
+    algorithms: issuer.algorithms,
+    leeway_seconds: issuer.leeway_seconds,
+    license_claim: issuer.license_claim ?? null,
+    account_claim: issuer.account_claim ?? null,
+    roles_claim: issuer.roles_claim,
+    updated_at: now,
+  };
+}
+
+/**
+ * `issuers.issuer` is unique and checked per statement, so an apply that moves an `iss` value
+ * from one issuer to another (a rename, or a swap) would trip over itself. First delete the
+ * pruned issuers, then park every `iss` value that changes on a placeholder no real `iss` can
+ * equal (it contains a space); the later updates and creates then never collide.
+ */
+async function freeIssuerValues(trx: Transaction<Database>, changes: readonly Change[]): Promise<void> {
+  const deleted = changes.filter((c) => c.kind === "issuer" && c.action === "delete").map((c) => c.id);
+  if (deleted.length > 0) await trx.deleteFrom("issuers").where("id", "in", deleted).execute();
+  const moving = changes.filter((c) => c.kind === "issuer" && c.action === "update" && c.fields.includes("issuer"));
+  for (const change of moving) {
+    await trx.updateTable("issuers").set({ issuer: `moving ${change.id}` }).where("id", "=", change.id).execute();
+  }
+}
+
+/**
+ * Declared issuers whose `iss` an issuer the apply keeps but the document does not declare
+ * already has (only possible without prune): the unique column would reject the write with a
+ * database error; this says what to do instead.
+ */
+function issuerConflicts(current: RulesDocument, desired: RulesDocument, prune: boolean): RuleIssue[] {
+  if (prune) return [];
+  const declared = new Set(desired.issuers.map((i) => i.id));
+  const kept = new Map(current.issuers.filter((i) => !declared.has(i.id)).map((i) => [i.issuer, i.id]));
+  const issues: RuleIssue[] = [];
+  desired.issuers.forEach((issuer, i) => {
+    const holder = kept.get(issuer.issuer);
+    if (holder !== undefined) {
+      issues.push({
+        path: `issuers[${i}].issuer`,
+        message: `"${issuer.issuer}" is already the issuer of "${holder}" in the database, which this document does not declare: declare or remove it, or apply with prune`,
+      });
+    }
+  });
+  return issues;
+}
+
+async function writeServiceToken(context: WriteContext, change: Change): Promise<void> {
+  const { trx, current, desired, now } = context;
+  if (change.action === "delete") {
+    await trx.deleteFrom("service_tokens").where("id", "=", change.id).execute();
+    return;
+  }
+  const token = find(desired.service_tokens, (t) => t.id, change.id);
+  if (change.action === "create") {
+    context.issuedKeys.push(await insertServiceToken(trx, token, now));
+    return;
+  }
+  const before = find(current.service_tokens, (t) => t.id, change.id);
+  await trx
+    .updateTable("service_tokens")
+    .set({
+      rights: token.rights,
+      expires_at: token.expires_at ?? null,
+      // As for API keys: the revocation time is recorded once.
+      ...(token.revoked !== before.revoked ? { revoked_at: token.revoked ? now : null } : {}),
+      updated_at: now,
+    })
+    .where("id", "=", token.id)
+    .execute();
+}
+
+/** Creates a service token with a fresh secret; only the hash and prefix are written. */
+async function insertServiceToken(trx: Transaction<Database>, token: ServiceTokenRule, now: Date): Promise<IssuedKey> {
+  const { secret, prefix, hash } = generateServiceToken();
+  await trx
+    .insertInto("service_tokens")
+    .values({
+      id: token.id,
+      prefix,
+      secret_hash: hash,
+      rights: token.rights,
+      expires_at: token.expires_at ?? null,
+      revoked_at: token.revoked ? now : null,
+      created_at: now,
+      updated_at: now,
+    })
+    .execute();
+  return { kind: "service_token", id: token.id, licenseId: "", secret, prefix };
 }
 
 type EntitlementOwner = { plan: string; license_id?: never } | { license_id: string; plan?: never };
@@ -223,11 +354,12 @@ async function writeEntitlements(
   const { insert, update, remove } = diffEntitlements(current, desired);
   const ownerColumn = owner.plan !== undefined ? "plan" : "license_id";
   const ownerId = owner.plan ?? owner.license_id;
-  if (remove.length > 0) {
+  for (const { feature, kind } of remove) {
     await trx
       .deleteFrom("entitlements")
       .where(ownerColumn, "=", ownerId)
-      .where("feature", "in", remove)
+      .where("feature", "=", feature)
+      .where("kind", "=", kind)
       .execute();
   }
   for (const entitlement of update) {
@@ -236,6 +368,7 @@ async function writeEntitlements(
       .set({ ...entitlementColumns(entitlement), updated_at: now })
       .where(ownerColumn, "=", ownerId)
       .where("feature", "=", entitlement.feature)
+      .where("kind", "=", entitlement.kind)
       .execute();
   }
   if (insert.length > 0) {
@@ -267,6 +400,10 @@ function entitlementColumns(e: EntitlementRule) {
     unit_price: e.unit_price ?? null,
     scaling: e.scaling === undefined ? null : JSON.stringify(e.scaling),
   };
+}
+
+function compareText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /** The item with this id; the diff only names ids it found, so a miss is a bug here. */

@@ -152,6 +152,27 @@ export class Checker {
     return undefined;
   }
 
+  /**
+   * A list of distinct values out of `rule.choices`, returned sorted; undefined when absent (so
+   * the caller can apply its default; an explicit empty list is returned as []).
+   */
+  choiceList<T extends string>(m: Mapping, key: string, path: string, rule: ChoiceListRule<T>): T[] | undefined {
+    const value = field(m, key);
+    if (value === undefined) return undefined;
+    const p = at(path, key);
+    const items = this.list(value, p) ?? [];
+    const seen = new Set<T>();
+    items.forEach((item, i) => {
+      const ip = index(p, i);
+      if (typeof item !== "string") this.report(ip, "must be a string");
+      else if (!(rule.choices as readonly string[]).includes(item)) {
+        this.report(ip, rule.explain?.(item) ?? `must be one of: ${rule.choices.join(", ")}`);
+      } else if (seen.has(item as T)) this.report(ip, `duplicate value "${item}"`);
+      else seen.add(item as T);
+    });
+    return [...seen].sort(compareStrings);
+  }
+
   /** A list of distinct names, returned sorted; absent is empty. */
   names(m: Mapping, key: string, path: string, pattern: Pattern): string[] {
     const p = at(path, key);
@@ -169,6 +190,12 @@ export class Checker {
     });
     return [...seen].sort(compareStrings);
   }
+}
+
+export interface ChoiceListRule<T extends string> {
+  readonly choices: readonly T[];
+  /** A specific message for a value outside `choices` (e.g. why "none" is refused), if any. */
+  readonly explain?: (value: string) => string | undefined;
 }
 
 export interface Pattern {

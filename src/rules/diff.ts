@@ -4,9 +4,9 @@
  * out, so it is unit-tested without a database and shared by Apply and its dry run.
  */
 import { compareStrings } from "./checker.js";
-import type { EntitlementRule, LicenseRule, RulesDocument } from "./types.js";
+import type { EntitlementKind, EntitlementRule, LicenseRule, RulesDocument } from "./types.js";
 
-export type ChangeKind = "account" | "plan" | "license" | "api_key";
+export type ChangeKind = "account" | "plan" | "license" | "api_key" | "issuer" | "service_token";
 export type ChangeAction = "create" | "update" | "delete";
 
 export interface Change {
@@ -21,7 +21,9 @@ export interface Change {
 export interface RulesDiff {
   /**
    * In an order that respects foreign keys: creates and updates of accounts, plans, licences,
-   * then API keys; then deletes of API keys, licences, plans, then accounts. By id within a kind.
+   * API keys, issuers, then service tokens; then deletes in the reverse order. By id within a
+   * kind. (Issuers and service tokens reference nothing; they come last so the order of the
+   * older kinds is unchanged.)
    */
   readonly changes: Change[];
   /**
@@ -43,9 +45,13 @@ const FIELDS = {
   plan: ["description", "entitlements"],
   license: ["account", "plan", "status", "valid_from", "valid_until", "environments", "overrides"],
   api_key: ["license", "scopes", "expires_at", "revoked"],
+  issuer: [
+    "issuer", "jwks_url", "audiences", "algorithms", "leeway_seconds", "license_claim", "account_claim", "roles_claim",
+  ],
+  service_token: ["rights", "expires_at", "revoked"],
 } as const satisfies Record<ChangeKind, readonly string[]>;
 
-const WRITE_ORDER: readonly ChangeKind[] = ["account", "plan", "license", "api_key"];
+const WRITE_ORDER: readonly ChangeKind[] = ["account", "plan", "license", "api_key", "issuer", "service_token"];
 
 /** What turns `current` into `desired`; both must be normalized (see types.ts). */
 export function diffRules(current: RulesDocument, desired: RulesDocument, options: DiffOptions): RulesDiff {
@@ -54,6 +60,8 @@ export function diffRules(current: RulesDocument, desired: RulesDocument, option
     plan: diffCollection("plan", current.plans, desired.plans, (p) => p.name, options),
     license: diffCollection("license", current.licenses, desired.licenses, (l) => l.id, options),
     api_key: diffCollection("api_key", current.api_keys, desired.api_keys, (k) => k.id, options),
+    issuer: diffCollection("issuer", current.issuers, desired.issuers, (i) => i.id, options),
+    service_token: diffCollection("service_token", current.service_tokens, desired.service_tokens, (t) => t.id, options),
   };
   const all = WRITE_ORDER.flatMap((kind) => byKind[kind]);
   const changes = [
@@ -63,28 +71,40 @@ export function diffRules(current: RulesDocument, desired: RulesDocument, option
   return { changes, versionBumps: versionBumps(current, desired, changes, options) };
 }
 
-/** Per-feature differences between two sorted entitlement lists (of one plan or licence). */
+/** What identifies an entitlement within its plan or licence: a feature may carry one limit per kind. */
+export interface EntitlementKey {
+  readonly feature: string;
+  readonly kind: EntitlementKind;
+}
+
+/** Per-(feature, kind) differences between two sorted entitlement lists (of one plan or licence). */
 export interface EntitlementsDiff {
   readonly insert: EntitlementRule[];
   readonly update: EntitlementRule[];
-  /** Features to delete. */
-  readonly remove: string[];
+  /** (feature, kind) pairs to delete. */
+  readonly remove: EntitlementKey[];
 }
 
 export function diffEntitlements(
   current: readonly EntitlementRule[],
   desired: readonly EntitlementRule[],
 ): EntitlementsDiff {
-  const before = new Map(current.map((e) => [e.feature, e]));
-  const after = new Set(desired.map((e) => e.feature));
+  const before = new Map(current.map((e) => [entitlementKey(e), e]));
+  const after = new Set(desired.map(entitlementKey));
   return {
-    insert: desired.filter((e) => !before.has(e.feature)),
+    insert: desired.filter((e) => !before.has(entitlementKey(e))),
     update: desired.filter((e) => {
-      const old = before.get(e.feature);
+      const old = before.get(entitlementKey(e));
       return old !== undefined && !deepEqual(old, e);
     }),
-    remove: current.filter((e) => !after.has(e.feature)).map((e) => e.feature),
+    remove: current.filter((e) => !after.has(entitlementKey(e))).map(({ feature, kind }) => ({ feature, kind })),
   };
+}
+
+/** A string that is equal for two entitlements exactly when their (feature, kind) is. */
+export function entitlementKey(e: EntitlementKey): string {
+  // NUL cannot occur in a feature key, so the pair is unambiguous.
+  return `${e.feature}\u0000${e.kind}`;
 }
 
 function diffCollection<K extends ChangeKind, T extends object>(

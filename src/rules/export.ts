@@ -6,11 +6,24 @@ import type { Kysely } from "kysely";
 import { Document, isScalar, visit } from "yaml";
 import type { Database } from "../store/schema.js";
 import { readRules } from "./read.js";
-import type { ApiKeyRule, EntitlementRule, LicenseRule, PlanRule, RulesDocument } from "./types.js";
+import {
+  ISSUER_DEFAULTS,
+  type ApiKeyRule,
+  type EntitlementRule,
+  type IssuerRule,
+  type LicenseRule,
+  type PlanRule,
+  type RulesDocument,
+  type ServiceTokenRule,
+} from "./types.js";
+import { deepEqual } from "./diff.js";
 
 export type RulesFormat = "yaml" | "json";
 
-/** The current state, normalized and sorted by id/name. Keys carry no secret (none is stored). */
+/**
+ * The current state, normalized and sorted by id/name. Keys and service tokens carry no secret
+ * (none is stored).
+ */
 export function exportRules(db: Kysely<Database>): Promise<RulesDocument> {
   return readRules(db);
 }
@@ -18,7 +31,7 @@ export function exportRules(db: Kysely<Database>): Promise<RulesDocument> {
 /**
  * Renders a normalized document as text, deterministically: fields in documented order,
  * optional fields omitted when they hold their default (so the output reads like a hand-written
- * file), and the four top-level lists always present.
+ * file), and every top-level list always present.
  */
 export function formatRules(doc: RulesDocument, format: RulesFormat): string {
   const plain = toPlainDocument(doc);
@@ -46,6 +59,8 @@ export function toPlainDocument(doc: RulesDocument): Plain {
     plans: doc.plans.map(plainPlan),
     licenses: doc.licenses.map(plainLicense),
     api_keys: doc.api_keys.map(plainApiKey),
+    issuers: doc.issuers.map(plainIssuer),
+    service_tokens: doc.service_tokens.map(plainServiceToken),
   };
 }
 
@@ -77,6 +92,29 @@ function plainApiKey(key: ApiKeyRule): Plain {
     scopes: nonEmpty(key.scopes),
     expires_at: key.expires_at,
     revoked: key.revoked ? true : undefined,
+  });
+}
+
+function plainIssuer(issuer: IssuerRule): Plain {
+  return compact({
+    id: issuer.id,
+    issuer: issuer.issuer,
+    jwks_url: issuer.jwks_url,
+    audiences: issuer.audiences,
+    algorithms: deepEqual(issuer.algorithms, ISSUER_DEFAULTS.algorithms) ? undefined : issuer.algorithms,
+    leeway_seconds: issuer.leeway_seconds === ISSUER_DEFAULTS.leeway_seconds ? undefined : issuer.leeway_seconds,
+    license_claim: issuer.license_claim,
+    account_claim: issuer.account_claim,
+    roles_claim: issuer.roles_claim === ISSUER_DEFAULTS.roles_claim ? undefined : issuer.roles_claim,
+  });
+}
+
+function plainServiceToken(token: ServiceTokenRule): Plain {
+  return compact({
+    id: token.id,
+    rights: token.rights,
+    expires_at: token.expires_at,
+    revoked: token.revoked ? true : undefined,
   });
 }
 

@@ -3,12 +3,34 @@
  * against and what Export prints. Reads only; pass a transaction to read a consistent snapshot.
  */
 import type { Kysely, Selectable } from "kysely";
-import type { ApiKeysTable, Database, EntitlementsTable, LicensesTable } from "../store/schema.js";
+import type {
+  ApiKeysTable,
+  Database,
+  EntitlementsTable,
+  IssuersTable,
+  LicensesTable,
+  ServiceTokensTable,
+} from "../store/schema.js";
 import { compareStrings } from "./checker.js";
-import type { ApiKeyRule, EntitlementRule, LicenseRule, PlanRule, RulesDocument, ScalingRule } from "./types.js";
+import type {
+  ApiKeyRule,
+  EntitlementRule,
+  IssuerRule,
+  JwtAlgorithm,
+  LicenseRule,
+  PlanRule,
+  RulesDocument,
+  ScalingRule,
+  ServiceTokenRight,
+  ServiceTokenRule,
+} from "./types.js";
 import { RULES_VERSION } from "./types.js";
+import { compareEntitlements } from "./validate.js";
 
-/** Every account, plan, licence (with its overrides) and API key, sorted as types.ts says. */
+/**
+ * Every account, plan, licence (with its overrides), API key, issuer and service token, sorted
+ * as types.ts says.
+ */
 export async function readRules(db: Kysely<Database>): Promise<RulesDocument> {
   // One query after another, not Promise.all: inside a transaction they share one connection.
   const accounts = await db.selectFrom("accounts").select(["id", "name"]).execute();
@@ -16,6 +38,8 @@ export async function readRules(db: Kysely<Database>): Promise<RulesDocument> {
   const licenses = await db.selectFrom("licenses").selectAll().execute();
   const entitlements = await db.selectFrom("entitlements").selectAll().execute();
   const keys = await db.selectFrom("api_keys").selectAll().execute();
+  const issuers = await db.selectFrom("issuers").selectAll().execute();
+  const serviceTokens = await db.selectFrom("service_tokens").selectAll().execute();
   return {
     version: RULES_VERSION,
     accounts: accounts.map((a) => ({ id: a.id, name: a.name })).sort((a, b) => compareStrings(a.id, b.id)),
@@ -26,6 +50,8 @@ export async function readRules(db: Kysely<Database>): Promise<RulesDocument> {
       .map((l) => toLicenseRule(l, entitlements.filter((e) => e.license_id === l.id)))
       .sort((a, b) => compareStrings(a.id, b.id)),
     api_keys: keys.map(toApiKeyRule).sort((a, b) => compareStrings(a.id, b.id)),
+    issuers: issuers.map(toIssuerRule).sort((a, b) => compareStrings(a.id, b.id)),
+    service_tokens: serviceTokens.map(toServiceTokenRule).sort((a, b) => compareStrings(a.id, b.id)),
   };
 }
 
@@ -62,8 +88,34 @@ function toApiKeyRule(row: Selectable<ApiKeysTable>): ApiKeyRule {
   return rule;
 }
 
+function toIssuerRule(row: Selectable<IssuersTable>): IssuerRule {
+  const rule: IssuerRule = {
+    id: row.id,
+    issuer: row.issuer,
+    jwks_url: row.jwks_url,
+    audiences: sortedNames(row.audiences),
+    // Written only by Apply from validated documents; a foreign value fails re-validation.
+    algorithms: sortedNames(row.algorithms) as JwtAlgorithm[],
+    leeway_seconds: Number(row.leeway_seconds),
+    roles_claim: row.roles_claim,
+  };
+  if (row.license_claim !== null) rule.license_claim = row.license_claim;
+  if (row.account_claim !== null) rule.account_claim = row.account_claim;
+  return rule;
+}
+
+function toServiceTokenRule(row: Selectable<ServiceTokensTable>): ServiceTokenRule {
+  const rule: ServiceTokenRule = {
+    id: row.id,
+    rights: sortedNames(row.rights) as ServiceTokenRight[],
+    revoked: row.revoked_at !== null,
+  };
+  if (row.expires_at !== null) rule.expires_at = isoString(row.expires_at);
+  return rule;
+}
+
 function toEntitlementRules(rows: EntitlementRow[]): EntitlementRule[] {
-  return rows.map(toEntitlementRule).sort((a, b) => compareStrings(a.feature, b.feature));
+  return rows.map(toEntitlementRule).sort(compareEntitlements);
 }
 
 function toEntitlementRule(row: EntitlementRow): EntitlementRule {

@@ -1,5 +1,6 @@
 /**
- * The rules document: how operators declare accounts, plans, licences and API keys.
+ * The rules document: how operators declare accounts, plans, licences, API keys, the identity
+ * providers whose JWTs Check accepts (issuers) and service tokens.
  *
  * These types describe a *validated, normalized* document: every default is filled in, every
  * list of names is sorted and free of duplicates, and every time is a canonical ISO 8601 UTC
@@ -34,6 +35,10 @@ export interface RulesDocument {
   licenses: LicenseRule[];
   /** Sorted by id. */
   api_keys: ApiKeyRule[];
+  /** Sorted by id. */
+  issuers: IssuerRule[];
+  /** Sorted by id. */
+  service_tokens: ServiceTokenRule[];
 }
 
 export interface AccountRule {
@@ -45,7 +50,7 @@ export interface PlanRule {
   name: string;
   /** Absent: no description (stored as null). */
   description?: string;
-  /** Sorted by feature; at most one per feature. */
+  /** Sorted by feature, then kind; at most one per (feature, kind). */
   entitlements: EntitlementRule[];
 }
 
@@ -63,7 +68,10 @@ export interface LicenseRule {
   valid_until?: string;
   /** Empty (the default): every environment is allowed. Sorted. */
   environments: string[];
-  /** Entitlements replacing the plan's for the same feature. Sorted by feature. */
+  /**
+   * Entitlements replacing the plan's of the same (feature, kind), or adding one. Sorted by
+   * feature, then kind; at most one per (feature, kind).
+   */
   overrides: EntitlementRule[];
 }
 
@@ -73,6 +81,44 @@ export interface ApiKeyRule {
   license: string;
   /** Sorted; empty by default. */
   scopes: string[];
+  /** Absent: never expires. Canonical ISO string. */
+  expires_at?: string;
+  /** Default false. */
+  revoked: boolean;
+}
+
+/**
+ * A customer's identity provider: Check accepts JWTs whose `iss` is `issuer`, signed by a key
+ * of `jwks_url` with one of `algorithms`, for one of `audiences`.
+ */
+export interface IssuerRule {
+  id: string;
+  /** The exact `iss` claim value; unique among issuers. */
+  issuer: string;
+  /** http(s) URL of the issuer's JSON Web Key Set. */
+  jwks_url: string;
+  /** Accepted `aud` values (any of them); at least one. Sorted. */
+  audiences: string[];
+  /** Allowed JWS algorithms (asymmetric only); default ["RS256"]. Sorted. */
+  algorithms: JwtAlgorithm[];
+  /** Clock skew tolerated on exp/nbf/iat, seconds, 0..600; default 60. */
+  leeway_seconds: number;
+  /** Exactly one of license_claim and account_claim is set: the claim naming the licence... */
+  license_claim?: string;
+  /** ...or the claim naming the account (whose one active licence is meant). */
+  account_claim?: string;
+  /** Claim holding roles: an array of strings or a space-separated string; default "roles". */
+  roles_claim: string;
+}
+
+/**
+ * A trusted internal caller (e.g. a billing service) authenticated by a secret `lk_svc_...`,
+ * allowed what its `rights` say.
+ */
+export interface ServiceTokenRule {
+  id: string;
+  /** Sorted, distinct; "license_id" (name licences directly) is the only right for now. */
+  rights: ServiceTokenRight[];
   /** Absent: never expires. Canonical ISO string. */
   expires_at?: string;
   /** Default false. */
@@ -127,6 +173,24 @@ export const SCALING_DEFAULTS = Object.freeze({
   scale_down_cooldown_seconds: 300,
 });
 
+/** Asymmetric JWS algorithms an issuer may allow; never "none", never HS* (shared secrets). */
+export const JWT_ALGORITHMS = [
+  "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+] as const;
+export type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number];
+
+export const SERVICE_TOKEN_RIGHTS = ["license_id"] as const;
+export type ServiceTokenRight = (typeof SERVICE_TOKEN_RIGHTS)[number];
+
+/** What an omitted optional issuer field means. */
+export const ISSUER_DEFAULTS = Object.freeze({
+  algorithms: ["RS256"] as readonly JwtAlgorithm[],
+  leeway_seconds: 60,
+  roles_claim: "roles",
+});
+/** Largest accepted leeway_seconds. */
+export const MAX_LEEWAY_SECONDS = 600;
+
 export const ENTITLEMENT_KINDS: readonly EntitlementKind[] = ["boolean", "quota", "rate", "seats", "capacity"];
 export const LICENSE_STATUSES: readonly LicenseStatus[] = ["active", "suspended"];
 export const OVERAGE_POLICIES: readonly OveragePolicy[] = ["block", "allow_and_bill"];
@@ -134,5 +198,5 @@ export const FAILURE_MODES: readonly FailureMode[] = ["fail_closed", "fail_open"
 
 /** An empty, valid document. */
 export function emptyRulesDocument(): RulesDocument {
-  return { version: RULES_VERSION, accounts: [], plans: [], licenses: [], api_keys: [] };
+  return { version: RULES_VERSION, accounts: [], plans: [], licenses: [], api_keys: [], issuers: [], service_tokens: [] };
 }

@@ -11,18 +11,25 @@ import type { RuleIssue } from "./errors.js";
 import {
   ENTITLEMENT_KINDS,
   FAILURE_MODES,
+  ISSUER_DEFAULTS,
+  JWT_ALGORITHMS,
   LICENSE_STATUSES,
+  MAX_LEEWAY_SECONDS,
   OVERAGE_POLICIES,
   RULES_VERSION,
+  SERVICE_TOKEN_RIGHTS,
   type AccountRule,
   type ApiKeyRule,
   type EntitlementPeriod,
   type EntitlementRule,
+  type IssuerRule,
   type LicenseRule,
   type PlanRule,
   type RulesDocument,
   type ScalingRule,
+  type ServiceTokenRule,
 } from "./types.js";
+import { entitlementKey } from "./diff.js";
 import { checkKindRules } from "./kind-rules.js";
 
 export type ValidationResult =
@@ -44,12 +51,22 @@ export const NAME: Pattern = {
 };
 const DISPLAY_TEXT: Pattern = { regex: /^[^\n\r]{1,200}$/u, message: "must be 1 to 200 characters on one line" };
 const DESCRIPTION: Pattern = { regex: /^[\s\S]{0,2000}$/u, message: "must be at most 2000 characters" };
+/** An `iss` value: any StringOrURI without whitespace. */
+const ISSUER: Pattern = { regex: /^\S{1,2048}$/u, message: "must be 1 to 2048 characters without spaces" };
+/** An `aud` value: often a URL, so wider than NAME. */
+const AUDIENCE: Pattern = { regex: /^\S{1,512}$/u, message: "must be 1 to 512 characters without spaces" };
+/** A claim name: plain ("roles"), namespaced ("https://acme.example/roles") or a dotted path. */
+const CLAIM: Pattern = { regex: /^\S{1,256}$/u, message: "must be a claim name: 1 to 256 characters without spaces" };
 
-const ROOT_KEYS = ["version", "accounts", "plans", "licenses", "api_keys"] as const;
+const ROOT_KEYS = ["version", "accounts", "plans", "licenses", "api_keys", "issuers", "service_tokens"] as const;
 const ACCOUNT_KEYS = ["id", "name"] as const;
 const PLAN_KEYS = ["name", "description", "entitlements"] as const;
 const LICENSE_KEYS = ["id", "account", "plan", "status", "valid_from", "valid_until", "environments", "overrides"] as const;
 const API_KEY_KEYS = ["id", "license", "scopes", "expires_at", "revoked"] as const;
+const ISSUER_KEYS = [
+  "id", "issuer", "jwks_url", "audiences", "algorithms", "leeway_seconds", "license_claim", "account_claim", "roles_claim",
+] as const;
+const SERVICE_TOKEN_KEYS = ["id", "rights", "expires_at", "revoked"] as const;
 const ENTITLEMENT_KEYS = [
   "feature", "kind", "limit", "period", "burst", "overage", "failure_mode", "unit_price", "roles", "scaling",
 ] as const;
@@ -80,11 +97,16 @@ function readDocument(c: Checker, input: unknown): RulesDocument | undefined {
   const plans = readItems(c, root, "plans", readPlan);
   const licenses = readItems(c, root, "licenses", readLicense);
   const apiKeys = readItems(c, root, "api_keys", readApiKey);
+  const issuers = readItems(c, root, "issuers", readIssuer);
+  const serviceTokens = readItems(c, root, "service_tokens", readServiceToken);
 
   checkUnique(c, accounts, (a) => a.id, "id");
   checkUnique(c, plans, (p) => p.name, "name");
   checkUnique(c, licenses, (l) => l.id, "id");
   checkUnique(c, apiKeys, (k) => k.id, "id");
+  checkUnique(c, issuers, (i) => i.id, "id");
+  checkUnique(c, issuers, (i) => i.issuer, "issuer");
+  checkUnique(c, serviceTokens, (t) => t.id, "id");
   checkLicenseReferences(c, licenses, accounts, plans);
   checkKeyReferences(c, apiKeys, licenses);
 
@@ -94,6 +116,8 @@ function readDocument(c: Checker, input: unknown): RulesDocument | undefined {
     plans: sortedBy(plans, (p) => p.name),
     licenses: sortedBy(licenses, (l) => l.id),
     api_keys: sortedBy(apiKeys, (k) => k.id),
+    issuers: sortedBy(issuers, (i) => i.id),
+    service_tokens: sortedBy(serviceTokens, (t) => t.id),
   };
 }
 
@@ -123,6 +147,8 @@ function itemKeys(listKey: string): readonly string[] {
     case "accounts": return ACCOUNT_KEYS;
     case "plans": return PLAN_KEYS;
     case "licenses": return LICENSE_KEYS;
+    case "issuers": return ISSUER_KEYS;
+    case "service_tokens": return SERVICE_TOKEN_KEYS;
     default: return API_KEY_KEYS;
   }
 }
@@ -192,15 +218,118 @@ function readApiKey(c: Checker, m: Mapping, path: string): ApiKeyRule {
   return key;
 }
 
-/** A plan's entitlements or a licence's overrides: distinct features, sorted by feature. */
+function readIssuer(c: Checker, m: Mapping, path: string): IssuerRule {
+  const issuer: IssuerRule = {
+    id: c.string(m, "id", path, { required: true, pattern: SLUG }) ?? "",
+    issuer: c.string(m, "issuer", path, { required: true, pattern: ISSUER }) ?? "",
+    jwks_url: readJwksUrl(c, m, path),
+    audiences: readAudiences(c, m, path),
+    algorithms: readAlgorithms(c, m, path),
+    leeway_seconds: readLeeway(c, m, path),
+    roles_claim: c.string(m, "roles_claim", path, { required: false, pattern: CLAIM }) ?? ISSUER_DEFAULTS.roles_claim,
+  };
+  const licenseClaim = c.string(m, "license_claim", path, { required: false, pattern: CLAIM });
+  const accountClaim = c.string(m, "account_claim", path, { required: false, pattern: CLAIM });
+  assignDefined(issuer, "license_claim", licenseClaim);
+  assignDefined(issuer, "account_claim", accountClaim);
+  // Presence is judged on the raw fields, so a present-but-invalid claim is not also "missing".
+  const hasLicense = field(m, "license_claim") !== undefined;
+  const hasAccount = field(m, "account_claim") !== undefined;
+  if (hasLicense && hasAccount) c.report(at(path, "account_claim"), "not allowed together with license_claim (set exactly one)");
+  if (!hasLicense && !hasAccount) c.report(path, "must set exactly one of license_claim and account_claim");
+  return issuer;
+}
+
+function readJwksUrl(c: Checker, m: Mapping, path: string): string {
+  const value = c.string(m, "jwks_url", path, { required: true });
+  if (value === undefined) return "";
+  const url = URL.canParse(value) ? new URL(value) : undefined;
+  if (url === undefined || (url.protocol !== "https:" && url.protocol !== "http:") || value.length > 2048) {
+    c.report(at(path, "jwks_url"), "must be an http:// or https:// URL of at most 2048 characters");
+  } else if (url.username !== "" || url.password !== "") {
+    // Credentials in the URL would be exported and logged with it.
+    c.report(at(path, "jwks_url"), "must not contain a user name or password");
+  }
+  return value;
+}
+
+function readAudiences(c: Checker, m: Mapping, path: string): string[] {
+  const audiences = c.names(m, "audiences", path, AUDIENCE);
+  const raw = field(m, "audiences");
+  // A token must name an audience we expect; an issuer without one would accept none.
+  if (raw === undefined) c.report(at(path, "audiences"), "required (at least one audience)");
+  else if (isEmptyList(raw)) c.report(at(path, "audiences"), "must list at least one audience");
+  return audiences;
+}
+
+function readAlgorithms(c: Checker, m: Mapping, path: string): IssuerRule["algorithms"] {
+  const algorithms = c.choiceList(m, "algorithms", path, { choices: JWT_ALGORITHMS, explain: explainAlgorithm });
+  if (algorithms === undefined) return [...ISSUER_DEFAULTS.algorithms];
+  if (isEmptyList(field(m, "algorithms"))) c.report(at(path, "algorithms"), "must list at least one algorithm");
+  return algorithms;
+}
+
+/** Why a refused algorithm is refused: the two classic JWT attacks get a message of their own. */
+function explainAlgorithm(value: string): string {
+  if (value.toLowerCase() === "none") return '"none" is never allowed: unsigned tokens prove nothing';
+  if (/^HS\d+$/i.test(value)) {
+    return `"${value}" is not allowed: shared-secret (HS*) algorithms cannot be verified with a public key set`;
+  }
+  return `must be one of: ${JWT_ALGORITHMS.join(", ")}`;
+}
+
+function readLeeway(c: Checker, m: Mapping, path: string): number {
+  const leeway = c.integer(m, "leeway_seconds", path);
+  if (leeway === undefined) return ISSUER_DEFAULTS.leeway_seconds;
+  if (leeway > MAX_LEEWAY_SECONDS) c.report(at(path, "leeway_seconds"), `must be at most ${MAX_LEEWAY_SECONDS}`);
+  return leeway;
+}
+
+function readServiceToken(c: Checker, m: Mapping, path: string): ServiceTokenRule {
+  const rights = c.choiceList(m, "rights", path, { choices: SERVICE_TOKEN_RIGHTS });
+  if (rights === undefined) c.report(at(path, "rights"), `required (one or more of: ${SERVICE_TOKEN_RIGHTS.join(", ")})`);
+  else if (isEmptyList(field(m, "rights"))) c.report(at(path, "rights"), "must list at least one right");
+  const token: ServiceTokenRule = {
+    id: c.string(m, "id", path, { required: true, pattern: SLUG }) ?? "",
+    rights: rights ?? [],
+    revoked: c.boolean(m, "revoked", path, false),
+  };
+  assignDefined(token, "expires_at", c.timestamp(m, "expires_at", path));
+  return token;
+}
+
+/**
+ * A plan's entitlements or a licence's overrides: at most one per (feature, kind) (a feature may
+ * carry several limits, e.g. a quota and a rate), sorted by feature, then kind.
+ */
 function readEntitlements(c: Checker, owner: Mapping, key: string, ownerPath: string): EntitlementRule[] {
   const path = at(ownerPath, key);
   const items = readMappings(c, field(owner, key), path, ENTITLEMENT_KEYS).map(({ m, path: p }) => ({
     rule: readEntitlement(c, m, p),
     path: p,
+    // An invalid kind (already reported) was read as "boolean": it cannot collide with anything.
+    kindValid: isEntitlementKind(field(m, "kind")),
   }));
-  checkUnique(c, items, (e) => e.feature, "feature");
-  return sortedBy(items, (e) => e.feature);
+  checkUniqueEntitlements(c, items.filter((item) => item.kindValid));
+  return items.map(({ rule }) => rule).sort(compareEntitlements);
+}
+
+/** Order of entitlements in a normalized document: by feature, then kind. */
+export function compareEntitlements(a: EntitlementRule, b: EntitlementRule): number {
+  return compareStrings(a.feature, b.feature) || compareStrings(a.kind, b.kind);
+}
+
+function checkUniqueEntitlements(c: Checker, items: ReadonlyArray<{ rule: EntitlementRule; path: string }>): void {
+  const first = new Map<string, string>();
+  for (const { rule, path } of items) {
+    if (rule.feature === "") continue;
+    const key = entitlementKey(rule);
+    const earlier = first.get(key);
+    if (earlier === undefined) first.set(key, path);
+    else {
+      c.report(at(path, "kind"), `duplicate entitlement: feature "${rule.feature}" already has one of kind ${rule.kind} (first declared at ${earlier})`);
+    }
+  }
 }
 
 function readEntitlement(c: Checker, m: Mapping, path: string): EntitlementRule {
@@ -218,10 +347,7 @@ function readEntitlement(c: Checker, m: Mapping, path: string): EntitlementRule 
   const scaling = field(m, "scaling");
   if (scaling !== undefined) assignDefined(entitlement, "scaling", readScaling(c, scaling, at(path, "scaling")));
   // Kind rules only make sense once the kind itself is known to be valid.
-  const kind = field(m, "kind");
-  if (typeof kind === "string" && (ENTITLEMENT_KINDS as readonly string[]).includes(kind)) {
-    checkKindRules(c, m, entitlement, path);
-  }
+  if (isEntitlementKind(field(m, "kind"))) checkKindRules(c, m, entitlement, path);
   return entitlement;
 }
 
@@ -294,6 +420,14 @@ function checkKeyReferences(
 
 function sortedBy<T>(items: ReadonlyArray<{ rule: T }>, keyOf: (rule: T) => string): T[] {
   return items.map(({ rule }) => rule).sort((a, b) => compareStrings(keyOf(a), keyOf(b)));
+}
+
+function isEntitlementKind(value: unknown): boolean {
+  return typeof value === "string" && (ENTITLEMENT_KINDS as readonly string[]).includes(value);
+}
+
+function isEmptyList(value: unknown): boolean {
+  return Array.isArray(value) && value.length === 0;
 }
 
 /** Sets an optional property only when the value is defined, so absent stays absent. */

@@ -25,6 +25,19 @@ function state(): RulesDocument {
       { id: "k1", license: "l1", scopes: [], revoked: false },
       { id: "k2", license: "l2", scopes: [], revoked: false },
     ],
+    issuers: [
+      {
+        id: "idp",
+        issuer: "https://idp.example",
+        jwks_url: "https://idp.example/jwks.json",
+        audiences: ["licensing"],
+        algorithms: ["RS256"],
+        leeway_seconds: 60,
+        license_claim: "license_id",
+        roles_claim: "roles",
+      },
+    ],
+    service_tokens: [{ id: "billing", rights: ["license_id"], revoked: false }],
   };
 }
 
@@ -34,7 +47,7 @@ function must<T>(value: T | undefined): T {
   return value;
 }
 
-const empty: RulesDocument = { version: 1, accounts: [], plans: [], licenses: [], api_keys: [] };
+const empty: RulesDocument = { version: 1, accounts: [], plans: [], licenses: [], api_keys: [], issuers: [], service_tokens: [] };
 
 describe("diffRules", () => {
   test("identical documents differ in nothing", () => {
@@ -51,6 +64,8 @@ describe("diffRules", () => {
       "create license l2",
       "create api_key k1",
       "create api_key k2",
+      "create issuer idp",
+      "create service_token billing",
     ]);
     expect(diff.versionBumps).toEqual([]);
   });
@@ -58,6 +73,8 @@ describe("diffRules", () => {
   test("prune deletes undeclared objects in reverse foreign-key order", () => {
     const diff = diffRules(state(), empty, { prune: true });
     expect(diff.changes.map((c) => `${c.action} ${c.kind} ${c.id}`)).toEqual([
+      "delete service_token billing",
+      "delete issuer idp",
       "delete api_key k1",
       "delete api_key k2",
       "delete license l1",
@@ -156,6 +173,29 @@ describe("diffRules", () => {
     };
     expect(diffRules(scaled({ min: 1, max: 8, step: 2 }), scaled({ step: 2, max: 8, min: 1 }), { prune: true }).changes).toEqual([]);
   });
+
+  test("issuer and service token updates name their fields and bump no licence", () => {
+    const desired = state();
+    desired.issuers[0] = { ...must(desired.issuers[0]), audiences: ["licensing", "other"], leeway_seconds: 30 };
+    desired.service_tokens[0] = { ...must(desired.service_tokens[0]), revoked: true };
+    expect(diffRules(state(), desired, { prune: false })).toEqual({
+      changes: [
+        { kind: "issuer", id: "idp", action: "update", fields: ["audiences", "leeway_seconds"] },
+        { kind: "service_token", id: "billing", action: "update", fields: ["revoked"] },
+      ],
+      versionBumps: [],
+    });
+  });
+
+  test("a second limit on a feature (a rate next to its quota) is a plan update", () => {
+    const desired = state();
+    const rate: EntitlementRule = { ...entitlement("seats", 5), kind: "rate", period: "second" };
+    desired.plans[1] = { ...must(desired.plans[1]), entitlements: [entitlement("reports.export"), rate, entitlement("seats", 5)] };
+    expect(diffRules(state(), desired, { prune: false })).toEqual({
+      changes: [{ kind: "plan", id: "pro", action: "update", fields: ["entitlements"] }],
+      versionBumps: ["l1", "l2"],
+    });
+  });
 });
 
 describe("diffEntitlements", () => {
@@ -165,7 +205,20 @@ describe("diffEntitlements", () => {
     expect(diffEntitlements(current, desired)).toEqual({
       insert: [entitlement("d")],
       update: [entitlement("b", 2)],
-      remove: ["a"],
+      remove: [{ feature: "a", kind: "boolean" }],
+    });
+  });
+
+  test("entitlements are matched by (feature, kind): another kind on the same feature is another entitlement", () => {
+    const quota: EntitlementRule = { ...entitlement("api.calls", 100), kind: "quota", period: "month" };
+    const rate: EntitlementRule = { ...entitlement("api.calls", 10), kind: "rate", period: "second" };
+    const fasterRate: EntitlementRule = { ...rate, limit: 20 };
+    expect(diffEntitlements([quota], [quota, rate])).toEqual({ insert: [rate], update: [], remove: [] });
+    expect(diffEntitlements([quota, rate], [quota, fasterRate])).toEqual({ insert: [], update: [fasterRate], remove: [] });
+    expect(diffEntitlements([quota, rate], [rate])).toEqual({
+      insert: [],
+      update: [],
+      remove: [{ feature: "api.calls", kind: "quota" }],
     });
   });
 });

@@ -20,6 +20,10 @@ const valid = {
   plans: [{ name: "pro", entitlements: [{ feature: "api.calls", kind: "quota", limit: 5, period: "month" }] }],
   licenses: [{ id: "l", account: "acme", plan: "pro" }],
   api_keys: [{ id: "k", license: "l" }],
+  issuers: [
+    { id: "idp", issuer: "https://idp.example", jwks_url: "https://idp.example/jwks.json", audiences: ["licensing"], license_claim: "license_id" },
+  ],
+  service_tokens: [{ id: "billing", rights: ["license_id"] }],
 };
 
 function withEntitlement(entitlement: Record<string, unknown>): unknown {
@@ -48,7 +52,28 @@ const invalid: Record<string, unknown> = {
   "bad time": { ...valid, api_keys: [{ id: "k", license: "l", expires_at: "tomorrow" }] },
   "bad status": { ...valid, licenses: [{ id: "l", account: "acme", plan: "pro", status: "paused" }] },
   "duplicate scope": { ...valid, api_keys: [{ id: "k", license: "l", scopes: ["a", "a"] }] },
+  "issuer without audiences": { ...valid, issuers: [issuer({ audiences: [] })] },
+  "issuer allowing alg none": { ...valid, issuers: [issuer({ algorithms: ["none"] })] },
+  "issuer allowing HS256": { ...valid, issuers: [issuer({ algorithms: ["RS256", "HS256"] })] },
+  "issuer with a leeway above 600": { ...valid, issuers: [issuer({ leeway_seconds: 601 })] },
+  "issuer with both claims": { ...valid, issuers: [issuer({ account_claim: "tenant" })] },
+  "issuer with neither claim": { ...valid, issuers: [issuer({ license_claim: undefined })] },
+  "issuer with a non-http JWKS URL": { ...valid, issuers: [issuer({ jwks_url: "ftp://idp.example/jwks" })] },
+  "service token without rights": { ...valid, service_tokens: [{ id: "billing" }] },
+  "service token with an unknown right": { ...valid, service_tokens: [{ id: "billing", rights: ["admin"] }] },
 };
+
+function issuer(fields: Record<string, unknown>): Record<string, unknown> {
+  const base: Record<string, unknown> = {
+    id: "idp",
+    issuer: "https://idp.example",
+    jwks_url: "https://idp.example/jwks.json",
+    audiences: ["licensing"],
+    license_claim: "license_id",
+    ...fields,
+  };
+  return Object.fromEntries(Object.entries(base).filter(([, v]) => v !== undefined));
+}
 
 describe("rules JSON Schema", () => {
   test.each(examples)("accepts examples/%s, as the validator does", (file) => {

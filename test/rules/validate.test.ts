@@ -203,7 +203,7 @@ describe("validateRules: document and objects", () => {
 describe("validateRules: entitlements", () => {
   const at = "plans[0].entitlements[0]";
 
-  test("features must be well-formed and unique within a plan", () => {
+  test("features must be well-formed, and each (feature, kind) unique within a plan", () => {
     const doc = base();
     doc.plans = [
       {
@@ -217,11 +217,11 @@ describe("validateRules: entitlements", () => {
     ];
     expect(errorsOf(doc)).toEqual([
       'plans[0].entitlements[2].feature: must be a feature key: letters, digits, ".", "_", ":", "/" or "-", starting with a letter or digit, at most 128 characters',
-      'plans[0].entitlements[1].feature: duplicate feature "a" (first declared at plans[0].entitlements[0])',
+      'plans[0].entitlements[1].kind: duplicate entitlement: feature "a" already has one of kind boolean (first declared at plans[0].entitlements[0])',
     ]);
   });
 
-  test("features must be unique within a licence's overrides", () => {
+  test("each (feature, kind) must be unique within a licence's overrides", () => {
     const doc = base();
     doc.licenses = [
       {
@@ -235,7 +235,7 @@ describe("validateRules: entitlements", () => {
       },
     ];
     expect(errorsOf(doc)).toEqual([
-      'licenses[0].overrides[1].feature: duplicate feature "x" (first declared at licenses[0].overrides[0])',
+      'licenses[0].overrides[1].kind: duplicate entitlement: feature "x" already has one of kind seats (first declared at licenses[0].overrides[0])',
     ]);
   });
 

@@ -8,13 +8,15 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file licensing/admin/v1/admin.proto.
  */
 export const file_licensing_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Ch5saWNlbnNpbmcvYWRtaW4vdjEvYWRtaW4ucHJvdG8SEmxpY2Vuc2luZy5hZG1pbi52MSJACgxBcHBseVJlcXVlc3QSEAoIZG9jdW1lbnQYASABKAkSDwoHZHJ5X3J1bhgCIAEoCBINCgVwcnVuZRgDIAEoCCJkCgZDaGFuZ2USDAoEa2luZBgBIAEoCRIKCgJpZBgCIAEoCRIwCgZhY3Rpb24YAyABKA4yIC5saWNlbnNpbmcuYWRtaW4udjEuQ2hhbmdlQWN0aW9uEg4KBmZpZWxkcxgEIAMoCSJOCgxJc3N1ZWRBcGlLZXkSCgoCaWQYASABKAkSEgoKbGljZW5zZV9pZBgCIAEoCRIOCgZzZWNyZXQYAyABKAkSDgoGcHJlZml4GAQgASgJIoQBCg1BcHBseVJlc3BvbnNlEisKB2NoYW5nZXMYASADKAsyGi5saWNlbnNpbmcuYWRtaW4udjEuQ2hhbmdlEjUKC2lzc3VlZF9rZXlzGAIgAygLMiAubGljZW5zaW5nLmFkbWluLnYxLklzc3VlZEFwaUtleRIPCgdkcnlfcnVuGAMgASgIIh8KDUV4cG9ydFJlcXVlc3QSDgoGZm9ybWF0GAEgASgJIiIKDkV4cG9ydFJlc3BvbnNlEhAKCGRvY3VtZW50GAEgASgJKnsKDENoYW5nZUFjdGlvbhIdChlDSEFOR0VfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGAoUQ0hBTkdFX0FDVElPTl9DUkVBVEUQARIYChRDSEFOR0VfQUNUSU9OX1VQREFURRACEhgKFENIQU5HRV9BQ1RJT05fREVMRVRFEAMysQEKDEFkbWluU2VydmljZRJOCgVBcHBseRIgLmxpY2Vuc2luZy5hZG1pbi52MS5BcHBseVJlcXVlc3QaIS5saWNlbnNpbmcuYWRtaW4udjEuQXBwbHlSZXNwb25zZSIAElEKBkV4cG9ydBIhLmxpY2Vuc2luZy5hZG1pbi52MS5FeHBvcnRSZXF1ZXN0GiIubGljZW5zaW5nLmFkbWluLnYxLkV4cG9ydFJlc3BvbnNlIgBiBnByb3RvMw");
+  fileDesc("Ch5saWNlbnNpbmcvYWRtaW4vdjEvYWRtaW4ucHJvdG8SEmxpY2Vuc2luZy5hZG1pbi52MSJACgxBcHBseVJlcXVlc3QSEAoIZG9jdW1lbnQYASABKAkSDwoHZHJ5X3J1bhgCIAEoCBINCgVwcnVuZRgDIAEoCCJkCgZDaGFuZ2USDAoEa2luZBgBIAEoCRIKCgJpZBgCIAEoCRIwCgZhY3Rpb24YAyABKA4yIC5saWNlbnNpbmcuYWRtaW4udjEuQ2hhbmdlQWN0aW9uEg4KBmZpZWxkcxgEIAMoCSJcCgxJc3N1ZWRBcGlLZXkSCgoCaWQYASABKAkSEgoKbGljZW5zZV9pZBgCIAEoCRIOCgZzZWNyZXQYAyABKAkSDgoGcHJlZml4GAQgASgJEgwKBGtpbmQYBSABKAkihAEKDUFwcGx5UmVzcG9uc2USKwoHY2hhbmdlcxgBIAMoCzIaLmxpY2Vuc2luZy5hZG1pbi52MS5DaGFuZ2USNQoLaXNzdWVkX2tleXMYAiADKAsyIC5saWNlbnNpbmcuYWRtaW4udjEuSXNzdWVkQXBpS2V5Eg8KB2RyeV9ydW4YAyABKAgiHwoNRXhwb3J0UmVxdWVzdBIOCgZmb3JtYXQYASABKAkiIgoORXhwb3J0UmVzcG9uc2USEAoIZG9jdW1lbnQYASABKAkiQwoYSXNzdWVMaWNlbnNlVG9rZW5SZXF1ZXN0EhIKCmxpY2Vuc2VfaWQYASABKAkSEwoLdHRsX3NlY29uZHMYAiABKAMiZwoZSXNzdWVMaWNlbnNlVG9rZW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNraWQYAyABKAkiGQoXUm90YXRlU2lnbmluZ0tleVJlcXVlc3QiJwoYUm90YXRlU2lnbmluZ0tleVJlc3BvbnNlEgsKA2tpZBgBIAEoCSIYChZMaXN0U2lnbmluZ0tleXNSZXF1ZXN0IqsBCgpTaWduaW5nS2V5EgsKA2tpZBgBIAEoCRIuCgpjcmVhdGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxhY3RpdmF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldGlyZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKF0xpc3RTaWduaW5nS2V5c1Jlc3BvbnNlEiwKBGtleXMYASADKAsyHi5saWNlbnNpbmcuYWRtaW4udjEuU2lnbmluZ0tleSImChdSZXRpcmVTaWduaW5nS2V5UmVxdWVzdBILCgNraWQYASABKAkiGgoYUmV0aXJlU2lnbmluZ0tleVJlc3BvbnNlKnsKDENoYW5nZUFjdGlvbhIdChlDSEFOR0VfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGAoUQ0hBTkdFX0FDVElPTl9DUkVBVEUQARIYChRDSEFOR0VfQUNUSU9OX1VQREFURRACEhgKFENIQU5HRV9BQ1RJT05fREVMRVRFEAMy9QQKDEFkbWluU2VydmljZRJOCgVBcHBseRIgLmxpY2Vuc2luZy5hZG1pbi52MS5BcHBseVJlcXVlc3QaIS5saWNlbnNpbmcuYWRtaW4udjEuQXBwbHlSZXNwb25zZSIAElEKBkV4cG9ydBIhLmxpY2Vuc2luZy5hZG1pbi52MS5FeHBvcnRSZXF1ZXN0GiIubGljZW5zaW5nLmFkbWluLnYxLkV4cG9ydFJlc3BvbnNlIgAScgoRSXNzdWVMaWNlbnNlVG9rZW4SLC5saWNlbnNpbmcuYWRtaW4udjEuSXNzdWVMaWNlbnNlVG9rZW5SZXF1ZXN0Gi0ubGljZW5zaW5nLmFkbWluLnYxLklzc3VlTGljZW5zZVRva2VuUmVzcG9uc2UiABJvChBSb3RhdGVTaWduaW5nS2V5EisubGljZW5zaW5nLmFkbWluLnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXF1ZXN0GiwubGljZW5zaW5nLmFkbWluLnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZSIAEmwKD0xpc3RTaWduaW5nS2V5cxIqLmxpY2Vuc2luZy5hZG1pbi52MS5MaXN0U2lnbmluZ0tleXNSZXF1ZXN0GisubGljZW5zaW5nLmFkbWluLnYxLkxpc3RTaWduaW5nS2V5c1Jlc3BvbnNlIgASbwoQUmV0aXJlU2lnbmluZ0tleRIrLmxpY2Vuc2luZy5hZG1pbi52MS5SZXRpcmVTaWduaW5nS2V5UmVxdWVzdBosLmxpY2Vuc2luZy5hZG1pbi52MS5SZXRpcmVTaWduaW5nS2V5UmVzcG9uc2UiAGIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * ApplyRequest carries a rules document.
@@ -37,7 +39,8 @@ export type ApplyRequest = Message<"licensing.admin.v1.ApplyRequest"> & {
   dryRun: boolean;
 
   /**
-   * Delete accounts, plans, licences and API keys that the document does not declare.
+   * Delete accounts, plans, licences, API keys, issuers and service tokens that the document
+   * does not declare.
    *
    * @generated from field: bool prune = 3;
    */
@@ -58,7 +61,7 @@ export const ApplyRequestSchema: GenMessage<ApplyRequest> = /*@__PURE__*/
  */
 export type Change = Message<"licensing.admin.v1.Change"> & {
   /**
-   * The kind of object: "account", "plan", "license" or "api_key".
+   * The kind of object: "account", "plan", "license", "api_key", "issuer" or "service_token".
    *
    * @generated from field: string kind = 1;
    */
@@ -127,6 +130,13 @@ export type IssuedApiKey = Message<"licensing.admin.v1.IssuedApiKey"> & {
    * @generated from field: string prefix = 4;
    */
   prefix: string;
+
+  /**
+   * "api_key" or "service_token" (service tokens belong to no licence: license_id is empty).
+   *
+   * @generated from field: string kind = 5;
+   */
+  kind: string;
 };
 
 /**
@@ -150,7 +160,7 @@ export type ApplyResponse = Message<"licensing.admin.v1.ApplyResponse"> & {
   changes: Change[];
 
   /**
-   * Secrets of the API keys created by this call (none in a dry run).
+   * Secrets of the API keys and service tokens created by this call (none in a dry run).
    *
    * @generated from field: repeated licensing.admin.v1.IssuedApiKey issued_keys = 2;
    */
@@ -212,6 +222,221 @@ export type ExportResponse = Message<"licensing.admin.v1.ExportResponse"> & {
  */
 export const ExportResponseSchema: GenMessage<ExportResponse> = /*@__PURE__*/
   messageDesc(file_licensing_admin_v1_admin, 5);
+
+/**
+ * IssueLicenseTokenRequest names the licence to sign a token for.
+ *
+ * @generated from message licensing.admin.v1.IssueLicenseTokenRequest
+ */
+export type IssueLicenseTokenRequest = Message<"licensing.admin.v1.IssueLicenseTokenRequest"> & {
+  /**
+   * The licence id.
+   *
+   * @generated from field: string license_id = 1;
+   */
+  licenseId: string;
+
+  /**
+   * Lifetime of the token in seconds; 0 means the default (3600, one hour). At most 2592000
+   * (30 days).
+   *
+   * @generated from field: int64 ttl_seconds = 2;
+   */
+  ttlSeconds: bigint;
+};
+
+/**
+ * Describes the message licensing.admin.v1.IssueLicenseTokenRequest.
+ * Use `create(IssueLicenseTokenRequestSchema)` to create a new message.
+ */
+export const IssueLicenseTokenRequestSchema: GenMessage<IssueLicenseTokenRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 6);
+
+/**
+ * IssueLicenseTokenResponse carries the signed token.
+ *
+ * @generated from message licensing.admin.v1.IssueLicenseTokenResponse
+ */
+export type IssueLicenseTokenResponse = Message<"licensing.admin.v1.IssueLicenseTokenResponse"> & {
+  /**
+   * The compact JWS (header.payload.signature). A bearer credential: store it like a secret.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * When the token stops verifying.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 2;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * The id of the key that signed it (the token header's kid).
+   *
+   * @generated from field: string kid = 3;
+   */
+  kid: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.IssueLicenseTokenResponse.
+ * Use `create(IssueLicenseTokenResponseSchema)` to create a new message.
+ */
+export const IssueLicenseTokenResponseSchema: GenMessage<IssueLicenseTokenResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 7);
+
+/**
+ * RotateSigningKeyRequest is empty.
+ *
+ * @generated from message licensing.admin.v1.RotateSigningKeyRequest
+ */
+export type RotateSigningKeyRequest = Message<"licensing.admin.v1.RotateSigningKeyRequest"> & {
+};
+
+/**
+ * Describes the message licensing.admin.v1.RotateSigningKeyRequest.
+ * Use `create(RotateSigningKeyRequestSchema)` to create a new message.
+ */
+export const RotateSigningKeyRequestSchema: GenMessage<RotateSigningKeyRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 8);
+
+/**
+ * RotateSigningKeyResponse names the new signing key.
+ *
+ * @generated from message licensing.admin.v1.RotateSigningKeyResponse
+ */
+export type RotateSigningKeyResponse = Message<"licensing.admin.v1.RotateSigningKeyResponse"> & {
+  /**
+   * The new key's id.
+   *
+   * @generated from field: string kid = 1;
+   */
+  kid: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.RotateSigningKeyResponse.
+ * Use `create(RotateSigningKeyResponseSchema)` to create a new message.
+ */
+export const RotateSigningKeyResponseSchema: GenMessage<RotateSigningKeyResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 9);
+
+/**
+ * ListSigningKeysRequest is empty.
+ *
+ * @generated from message licensing.admin.v1.ListSigningKeysRequest
+ */
+export type ListSigningKeysRequest = Message<"licensing.admin.v1.ListSigningKeysRequest"> & {
+};
+
+/**
+ * Describes the message licensing.admin.v1.ListSigningKeysRequest.
+ * Use `create(ListSigningKeysRequestSchema)` to create a new message.
+ */
+export const ListSigningKeysRequestSchema: GenMessage<ListSigningKeysRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 10);
+
+/**
+ * SigningKey describes one licence-token signing key (never its private part).
+ *
+ * @generated from message licensing.admin.v1.SigningKey
+ */
+export type SigningKey = Message<"licensing.admin.v1.SigningKey"> & {
+  /**
+   * The key id, as in tokens' kid header and the JWKS document.
+   *
+   * @generated from field: string kid = 1;
+   */
+  kid: string;
+
+  /**
+   * When the key was created.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 2;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * When it started signing; unset if it never did.
+   *
+   * @generated from field: google.protobuf.Timestamp activated_at = 3;
+   */
+  activatedAt?: Timestamp | undefined;
+
+  /**
+   * When it stops (or stopped) verifying; unset while it has no retirement scheduled. A time
+   * in the future is a scheduled retirement: the key verifies until then but no longer signs.
+   *
+   * @generated from field: google.protobuf.Timestamp retired_at = 4;
+   */
+  retiredAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensing.admin.v1.SigningKey.
+ * Use `create(SigningKeySchema)` to create a new message.
+ */
+export const SigningKeySchema: GenMessage<SigningKey> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 11);
+
+/**
+ * ListSigningKeysResponse lists the keys.
+ *
+ * @generated from message licensing.admin.v1.ListSigningKeysResponse
+ */
+export type ListSigningKeysResponse = Message<"licensing.admin.v1.ListSigningKeysResponse"> & {
+  /**
+   * Every key, newest first.
+   *
+   * @generated from field: repeated licensing.admin.v1.SigningKey keys = 1;
+   */
+  keys: SigningKey[];
+};
+
+/**
+ * Describes the message licensing.admin.v1.ListSigningKeysResponse.
+ * Use `create(ListSigningKeysResponseSchema)` to create a new message.
+ */
+export const ListSigningKeysResponseSchema: GenMessage<ListSigningKeysResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 12);
+
+/**
+ * RetireSigningKeyRequest names the key to retire.
+ *
+ * @generated from message licensing.admin.v1.RetireSigningKeyRequest
+ */
+export type RetireSigningKeyRequest = Message<"licensing.admin.v1.RetireSigningKeyRequest"> & {
+  /**
+   * The key id.
+   *
+   * @generated from field: string kid = 1;
+   */
+  kid: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.RetireSigningKeyRequest.
+ * Use `create(RetireSigningKeyRequestSchema)` to create a new message.
+ */
+export const RetireSigningKeyRequestSchema: GenMessage<RetireSigningKeyRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 13);
+
+/**
+ * RetireSigningKeyResponse is empty.
+ *
+ * @generated from message licensing.admin.v1.RetireSigningKeyResponse
+ */
+export type RetireSigningKeyResponse = Message<"licensing.admin.v1.RetireSigningKeyResponse"> & {
+};
+
+/**
+ * Describes the message licensing.admin.v1.RetireSigningKeyResponse.
+ * Use `create(RetireSigningKeyResponseSchema)` to create a new message.
+ */
+export const RetireSigningKeyResponseSchema: GenMessage<RetireSigningKeyResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 14);
 
 /**
  * ChangeAction is what Apply did, or would do, to one object.
@@ -276,7 +501,8 @@ export const AdminService: GenService<{
   },
   /**
    * Export returns the current state as a rules document that Apply accepts; applying it
-   * changes nothing. API key secrets are never exported (only their hashes exist).
+   * changes nothing. API key and service token secrets are never exported (only their hashes
+   * exist).
    *
    * @generated from rpc licensing.admin.v1.AdminService.Export
    */
@@ -284,6 +510,51 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ExportRequestSchema;
     output: typeof ExportResponseSchema;
+  },
+  /**
+   * IssueLicenseToken signs a licence token: an EdDSA (Ed25519) JWT naming the licence, its
+   * account, plan and entitlements, verifiable offline with the keys served at
+   * /.well-known/jwks.json. NOT_FOUND when the licence does not exist; INVALID_ARGUMENT when
+   * ttl_seconds is above 30 days.
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.IssueLicenseToken
+   */
+  issueLicenseToken: {
+    methodKind: "unary";
+    input: typeof IssueLicenseTokenRequestSchema;
+    output: typeof IssueLicenseTokenResponseSchema;
+  },
+  /**
+   * RotateSigningKey creates a new licence-token signing key and makes it the one that signs.
+   * Keys it replaces keep verifying until their scheduled retirement (see ListSigningKeys).
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.RotateSigningKey
+   */
+  rotateSigningKey: {
+    methodKind: "unary";
+    input: typeof RotateSigningKeyRequestSchema;
+    output: typeof RotateSigningKeyResponseSchema;
+  },
+  /**
+   * ListSigningKeys lists every licence-token signing key, newest first.
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.ListSigningKeys
+   */
+  listSigningKeys: {
+    methodKind: "unary";
+    input: typeof ListSigningKeysRequestSchema;
+    output: typeof ListSigningKeysResponseSchema;
+  },
+  /**
+   * RetireSigningKey retires a key now: tokens it signed stop verifying at once. NOT_FOUND when
+   * no key has that kid. Retiring the key that signs makes the next token use a new key.
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.RetireSigningKey
+   */
+  retireSigningKey: {
+    methodKind: "unary";
+    input: typeof RetireSigningKeyRequestSchema;
+    output: typeof RetireSigningKeyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_licensing_admin_v1_admin, 0);
