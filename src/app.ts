@@ -21,7 +21,14 @@ import type { CheckResponse } from "./gen/licensing/v1/licensing_pb.js";
 import { createAuthorizationBinding } from "./envoy/ext-authz.js";
 import { createForwardAuthRoute } from "./envoy/forward-auth.js";
 import type { AuthzDeps } from "./envoy/authorizer.js";
-import { createLicensingCaches, type LicensingCaches } from "./licensing/caches.js";
+import { createTokenAdminHandlers } from "./admin/tokens.js";
+import { createLicensingCaches } from "./licensing/caches.js";
+import { bearerTokenVerifier, licenseTokenVerifier, serviceCallers } from "./licensing/credential-verifiers.js";
+import { loadIssuers } from "./licensing/credentials/issuers.js";
+import { createJwtVerifier } from "./licensing/credentials/jwt.js";
+import { createLicenseTokenVerifier, type LicenseTokenVerifier } from "./licensing/credentials/license-tokens.js";
+import { createServiceTokenAuthorizer } from "./licensing/credentials/service-tokens.js";
+import { ensureSigningSecretFile } from "./licensing/credentials/signing-secret.js";
 import { createDecisionLog, type DecisionLog } from "./licensing/decision-log.js";
 import { createCounters, type CountersEngine } from "./licensing/engine/index.js";
 import { createOperationCache } from "./licensing/idempotency.js";
@@ -107,7 +114,28 @@ export function createApp(options: AppOptions): App {
     logger.info({ database: opened.describe(), replicaId: config.replicaId }, "store opened");
     const db = opened.db;
 
-    const caches = createLicensingCaches({ db, now, unknownKeyCacheMs: config.unknownKeyCacheMs });
+    const jwt = createJwtVerifier({ jwksCooldownMs: config.jwksCooldownMs, jwksCacheMaxAgeMs: config.jwksCacheMaxAgeMs });
+    const licenseTokens = createLicenseTokenVerifier({ db, now });
+    const serviceTokens = createServiceTokenAuthorizer({ db, now, unknownTokenCacheMs: config.unknownKeyCacheMs });
+    const credentialLog = logger.child({ component: "credentials" });
+    const reloadIssuers = () => reloadInBackground(() => loadIssuers(db).then((issuers) => jwt.setIssuers(issuers)), credentialLog, "issuers");
+    const reloadSigningKeys = () => reloadInBackground(() => licenseTokens.reload(), credentialLog, "signing keys");
+    const caches = createLicensingCaches({
+      db,
+      now,
+      unknownKeyCacheMs: config.unknownKeyCacheMs,
+      onOtherChange: (payload) => {
+        if (payload === "issuers") reloadIssuers();
+        else if (payload === "signing_keys") reloadSigningKeys();
+        else if (payload.startsWith("service_token:")) serviceTokens.invalidate(payload.slice("service_token:".length));
+        else {
+          serviceTokens.invalidateAll();
+          reloadIssuers();
+          reloadSigningKeys();
+        }
+      },
+    });
+    const invalidateEverything = () => caches.onChange("*");
     const engine = createCounters({
       db,
       replicaId: config.replicaId,
@@ -133,12 +161,18 @@ export function createApp(options: AppOptions): App {
       store: opened,
       logger: logger.child({ component: "listen" }),
       onChange: caches.onChange,
-      onReconnect: caches.invalidateAll,
+      onReconnect: invalidateEverything,
     });
 
     const adminToken = await resolveAdminToken(config, opened, logger);
+    const signingSecret = await resolveSigningSecret(config, opened, logger);
     const licensing = createLicensingBinding({
-      resolveIdentity: createIdentityResolver({ keys: caches.keys }),
+      resolveIdentity: createIdentityResolver({
+        keys: caches.keys,
+        bearerTokens: bearerTokenVerifier(jwt),
+        licenseTokens: licenseTokenVerifier(licenseTokens),
+        serviceCallers: serviceCallers(serviceTokens),
+      }),
       licenses: caches.licenses,
       accountLicenses: caches.accountLicenses,
       counters: engine,
@@ -153,16 +187,26 @@ export function createApp(options: AppOptions): App {
       logger: logger.child({ component: "authz" }),
       options: { removeCredentialHeader: true },
     };
+    const authenticate = createAdminAuthenticator(adminToken);
+    const adminLog = logger.child({ component: "admin" });
     const bindings = [
       gateUntilReady(licensing, () => ready),
       gateUntilReady(createAuthorizationBinding(authz), () => ready),
       createAdminBinding({
         db,
-        authenticate: createAdminAuthenticator(adminToken),
+        authenticate,
         // This replica sees its own writes at once; the others hear of them by NOTIFY.
-        onRulesChanged: caches.invalidateAll,
+        onRulesChanged: invalidateEverything,
         now,
-        logger: logger.child({ component: "admin" }),
+        logger: adminLog,
+        extraHandlers: createTokenAdminHandlers({
+          db,
+          authenticate,
+          signingSecret,
+          onSigningKeysChanged: () => licenseTokens.reload(),
+          now,
+          logger: adminLog,
+        }),
       }),
     ];
 
@@ -175,7 +219,7 @@ export function createApp(options: AppOptions): App {
     });
     http = createHttpServer({
       bindings,
-      routes: [...probeRoutes(() => ready), createForwardAuthRoute(authz)],
+      routes: [...probeRoutes(() => ready), createForwardAuthRoute(authz), jwksRoute(licenseTokens)],
       maxBodyBytes: config.maxMessageBytes,
       logger: logger.child({ component: "http" }),
     });
@@ -185,6 +229,8 @@ export function createApp(options: AppOptions): App {
 
     await prepareDatabase(config, opened, logger);
     await listener.start();
+    jwt.setIssuers(await loadIssuers(db));
+    await licenseTokens.reload();
     await engine.start();
     await log.start();
     await seedDemoIfNew(config, opened, { grpcPort, httpPort }, logger, options.announce, now);
@@ -221,6 +267,39 @@ async function resolveAdminToken(config: Config, store: Store, logger: Logger): 
   }
   logger.warn("ADMIN_TOKEN is not set: the admin API refuses every call");
   return undefined;
+}
+
+/**
+ * The key that encrypts licence-token signing keys: SIGNING_SECRET, or in embedded mode a file
+ * generated into the data directory. Without one (PostgreSQL and no SIGNING_SECRET) tokens can
+ * be verified but not issued.
+ */
+async function resolveSigningSecret(config: Config, store: Store, logger: Logger): Promise<Buffer | undefined> {
+  if (config.signingKeySecret !== undefined) return config.signingKeySecret;
+  if (store.backend === "pglite") return ensureSigningSecretFile(config.dataDir);
+  logger.warn("SIGNING_SECRET is not set: licence tokens can be verified but not issued");
+  return undefined;
+}
+
+/** Reloads credential state after a change notification; a failure keeps the previous state. */
+function reloadInBackground(reload: () => Promise<void>, logger: Logger, what: string): void {
+  reload().catch((error: unknown) => {
+    // The previous issuers or keys stay in force; the next notification or reconnect retries.
+    logger.warn({ err: error, what }, "could not reload credentials after a change");
+  });
+}
+
+/** The public keys of licence tokens, for offline verification by anyone. */
+function jwksRoute(verifier: LicenseTokenVerifier): HttpRoute {
+  return {
+    method: "GET",
+    path: "/.well-known/jwks.json",
+    handle: (_req, res) => {
+      // Short: a rotated key signs at once, and some verifiers do not refetch on an unknown kid.
+      res.writeHead(200, { "content-type": "application/jwk-set+json", "cache-control": "public, max-age=60" });
+      res.end(JSON.stringify(verifier.jwksDocument()));
+    },
+  };
 }
 
 async function prepareDatabase(config: Config, store: Store, logger: Logger): Promise<void> {

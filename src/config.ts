@@ -70,12 +70,16 @@ export interface Config {
   /** DECISION_LOG_FLUSH_MS: how often the decision log is written. Default 1000. */
   readonly decisionLogFlushMs: number;
   /**
-   * SIGNING_KEY_SECRET: base64 of 32 bytes; encrypts licence-token signing keys at rest. Unset:
+   * SIGNING_SECRET: base64 of 32 bytes; encrypts licence-token signing keys at rest. Unset:
    * in embedded mode generated into DATA_DIR/signing-secret (mode 0600); with DATABASE_URL,
    * licence tokens cannot be issued (verification still works).
    */
   readonly signingKeySecret: Buffer | undefined;
-  /** JWKS_COOLDOWN_MS: least time between two fetches of an identity provider's JWKS. Default 30000. */
+  /**
+   * JWKS_COOLDOWN_MS: least time between two fetches of an identity provider's JWKS (a flood of
+   * unknown kids costs at most one fetch per cooldown; a newly published key is picked up
+   * within it). Default 10000.
+   */
   readonly jwksCooldownMs: number;
   /** JWKS_CACHE_MAX_AGE_MS: how long a fetched JWKS is used before it is fetched again. Default 600000. */
   readonly jwksCacheMaxAgeMs: number;
@@ -132,8 +136,8 @@ export function loadConfig(env: Env, options: LoadConfigOptions): Config {
     decisionLog: enumVar(env, "DECISION_LOG", "denies", ["all", "denies"]),
     decisionLogMaxQueue: intVar(env, "DECISION_LOG_MAX_QUEUE", 100_000, 1, 10_000_000),
     decisionLogFlushMs: intVar(env, "DECISION_LOG_FLUSH_MS", 1000, 10, 60_000),
-    signingKeySecret: secretKeyVar(env, "SIGNING_KEY_SECRET"),
-    jwksCooldownMs: intVar(env, "JWKS_COOLDOWN_MS", 30_000, 0, 3_600_000),
+    signingKeySecret: secretKeyVar(env, "SIGNING_SECRET"),
+    jwksCooldownMs: intVar(env, "JWKS_COOLDOWN_MS", 10_000, 0, 3_600_000),
     jwksCacheMaxAgeMs: intVar(env, "JWKS_CACHE_MAX_AGE_MS", 600_000, 1000, 86_400_000),
   };
   if (config.grpcPort !== 0 && config.grpcPort === config.httpPort) {

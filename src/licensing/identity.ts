@@ -14,7 +14,7 @@ import { hashApiKey } from "./api-keys.js";
 import { keyVerdict, type Verdict } from "./decide.js";
 import { MISS, type LoadingCache } from "./loading-cache.js";
 import type { ApiKeyRecord } from "./snapshot.js";
-import { andThen, type MaybePromise } from "./sync.js";
+import { isPromise, type MaybePromise } from "./sync.js";
 
 export interface Identity {
   /** The licence the credential names; absent when it names an account. */
@@ -90,10 +90,13 @@ export function createIdentityResolver(deps: IdentityDeps): IdentityResolver {
 
   function licenseId(id: string, authorization: string | undefined, nowMs: number): MaybePromise<Resolution> {
     const allowed = deps.serviceCallers?.(authorization, nowMs) ?? false;
-    return andThen(allowed, (ok) => {
+    const decide = (ok: boolean): Resolution => {
       if (!ok) throw unauthenticated("naming a licence directly (license_id) needs a service token with that right");
       return { identity: { licenseId: id, roles: [] } };
-    });
+    };
+    if (!isPromise(allowed)) return decide(allowed);
+    // A service token that cannot be looked up: as for an uncached key, fail closed.
+    return allowed.then(decide, (): Resolution => BACKEND_DOWN);
   }
 
   return (credential, header, nowMs) => {

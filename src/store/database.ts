@@ -113,7 +113,10 @@ function createPostgresStore(databaseUrl: string, options: StoreOptions): Store 
   // only reported.
   pool.on("connect", (client) => {
     client.on("error", (error) => {
-      options.logger?.warn({ err: { message: error.message, code: errorCode(error) } }, "PostgreSQL connection lost");
+      // While the client is idle the pool has its own listener on it and reports the loss
+      // above; speak only for clients that are checked out.
+      if (client.listenerCount("error") > 1) return;
+      options.logger?.warn({ err: { message: error.message, code: errorCode(error) } }, "PostgreSQL connection lost while in use");
     });
   });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });

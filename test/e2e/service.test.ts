@@ -293,6 +293,18 @@ describe.each(testBackends())("the service end to end on %s", (backend) => {
     expect(code).toBe(0);
     expect(service.stdout.some((line) => line.includes('"msg":"stopped"'))).toBe(true);
   });
+
+  it("every decision was logged, and licensing decisions verify finds the chain intact", async () => {
+    const env: Record<string, string> = { DATA_DIR: service.dataDir };
+    if (database?.databaseUrl !== undefined) env.DATABASE_URL = database.databaseUrl;
+    const result = await runCli(["decisions", "verify", "--output", "json"], { env });
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    const report = JSON.parse(result.stdout) as { replicas: { rows: number; firstBadSeq?: number }[] };
+    expect(report.replicas).toHaveLength(1);
+    expect(report.replicas[0]?.rows).toBeGreaterThan(5);
+    expect(report.replicas[0]?.firstBadSeq).toBeUndefined();
+  });
 });
 
 describe("first start on an empty embedded database", () => {

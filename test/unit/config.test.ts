@@ -87,11 +87,11 @@ describe("configuration of the Check engine", () => {
     expect(errorOf({ REPLICA_ID: "has space" }).variable).toBe("REPLICA_ID");
   });
 
-  it("SIGNING_KEY_SECRET must be 32 bytes of base64 and is never echoed", () => {
+  it("SIGNING_SECRET must be 32 bytes of base64 and is never echoed", () => {
     const key = Buffer.alloc(32, 7).toString("base64");
-    expect(loadConfig({ SIGNING_KEY_SECRET: key }, options).signingKeySecret?.length).toBe(32);
-    const error = errorOf({ SIGNING_KEY_SECRET: "dG9vLXNob3J0" });
-    expect(error.variable).toBe("SIGNING_KEY_SECRET");
+    expect(loadConfig({ SIGNING_SECRET: key }, options).signingKeySecret?.length).toBe(32);
+    const error = errorOf({ SIGNING_SECRET: "dG9vLXNob3J0" });
+    expect(error.variable).toBe("SIGNING_SECRET");
     expect(error.message).not.toContain("dG9vLXNob3J0");
   });
 
