@@ -4,70 +4,23 @@
  * licensing-protect.conf. Runs where nginx is installed; under CI (process.env.CI) a missing
  * nginx fails the test instead of skipping it, because CI installs it.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import * as http from "node:http";
-import type { AddressInfo } from "node:net";
-import * as net from "node:net";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { spawnSync } from "node:child_process";
+import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
+import type * as http from "node:http";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createForwardAuthRoute } from "../../src/envoy/forward-auth.js";
 import { createHttpServer, type HttpServer } from "../../src/server/http-server.js";
+import { NGINX, NGINX_DIR, SKIP_NGINX, startNginx, startUpstream, tempPaths, type RunningNginx, type Seen } from "../support/nginx.js";
 import { recordingLogger as serverLogger } from "../server/support.js";
 import { GOOD_KEY, NOW_MS, recordingLogger, ROUTES, scriptedCheck } from "./support.js";
-
-const NGINX_DIR = resolve(import.meta.dirname, "../../deploy/nginx");
-const STARTUP_DEADLINE_MS = 10_000;
-
-function nginxBinary(): string | undefined {
-  for (const candidate of ["nginx", "/usr/sbin/nginx"]) {
-    const probe = spawnSync(candidate, ["-v"], { stdio: "ignore" });
-    if (probe.error === undefined && probe.status === 0) return candidate;
-  }
-  return undefined;
-}
-
-const nginx = nginxBinary();
-const required = process.env["CI"] !== undefined && process.env["CI"] !== "";
-
-interface Seen {
-  readonly method: string;
-  readonly url: string;
-  readonly headers: http.IncomingHttpHeaders;
-}
-
-/** The protected service: records every request it receives. */
-function startUpstream(seen: Seen[]): Promise<{ server: http.Server; port: number }> {
-  const server = http.createServer((req, res) => {
-    seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers });
-    res.writeHead(200, { "content-type": "text/plain" }).end("app ok");
-  });
-  return new Promise((resolvePort) => server.listen(0, "127.0.0.1", () => resolvePort({ server, port: (server.address() as AddressInfo).port })));
-}
-
-/** A port that was free a moment ago (nginx binds it itself). */
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const probe = net.createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const port = (probe.address() as AddressInfo).port;
-      probe.close(() => resolvePort(port));
-    });
-  });
-}
 
 function nginxConf(dir: string, port: number, licensingPort: number, appPort: number): string {
   return `
 master_process off;
 events { worker_connections 64; }
 http {
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
+  ${tempPaths(dir)}
   access_log off;
   upstream licensing_http { server 127.0.0.1:${licensingPort}; }
   upstream app { server 127.0.0.1:${appPort}; }
@@ -108,41 +61,14 @@ http {
 `;
 }
 
-/** Resolves once nginx accepts connections; rejects if it exits or the deadline passes. */
-function waitForNginx(child: ChildProcess, port: number, stderr: () => string): Promise<void> {
-  const deadline = Date.now() + STARTUP_DEADLINE_MS;
-  return new Promise((resolveReady, reject) => {
-    const onExit = (code: number | null): void => reject(new Error(`nginx exited with ${code}: ${stderr()}`));
-    child.once("exit", onExit);
-    const attempt = (): void => {
-      const socket = net.connect(port, "127.0.0.1");
-      socket.once("connect", () => {
-        socket.destroy();
-        child.off("exit", onExit);
-        resolveReady();
-      });
-      socket.once("error", () => {
-        socket.destroy();
-        if (Date.now() > deadline) reject(new Error(`nginx did not listen within ${STARTUP_DEADLINE_MS} ms: ${stderr()}`));
-        else setTimeout(attempt, 20);
-      });
-    };
-    attempt();
-  });
-}
-
-describe.skipIf(nginx === undefined && !required)("nginx auth_request in front of an upstream", () => {
+describe.skipIf(SKIP_NGINX)("nginx auth_request in front of an upstream", () => {
   const seen: Seen[] = [];
-  let dir: string;
   let upstream: http.Server;
   let licensing: HttpServer;
-  let child: ChildProcess | undefined;
+  let nginx: RunningNginx;
   let base: string;
-  let nginxStderr = "";
 
   beforeAll(async () => {
-    if (nginx === undefined) throw new Error("nginx is required under CI (apt-get install -y nginx) but was not found");
-    dir = mkdtempSync(join(tmpdir(), "licensing-nginx-"));
     const app = await startUpstream(seen);
     upstream = app.server;
     const route = createForwardAuthRoute({
@@ -154,26 +80,14 @@ describe.skipIf(nginx === undefined && !required)("nginx auth_request in front o
     });
     licensing = createHttpServer({ bindings: [], routes: [route], logger: serverLogger() });
     const licensingPort = await licensing.listen("127.0.0.1", 0);
-    const port = await freePort();
-    const conf = join(dir, "nginx.conf");
-    writeFileSync(conf, nginxConf(dir, port, licensingPort, app.port));
-    child = spawn(nginx, ["-p", dir, "-c", conf, "-g", `daemon off; pid ${dir}/nginx.pid; error_log stderr warn;`], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    child.stderr?.on("data", (chunk: Buffer) => (nginxStderr += chunk.toString()));
-    await waitForNginx(child, port, () => nginxStderr);
-    base = `http://127.0.0.1:${port}`;
+    nginx = await startNginx((dir, port) => nginxConf(dir, port, licensingPort, app.port));
+    base = nginx.base;
   });
 
   afterAll(async () => {
-    if (child !== undefined && child.exitCode === null) {
-      const exited = new Promise((done) => child?.once("exit", done));
-      child.kill("SIGTERM");
-      await exited;
-    }
+    await nginx?.stop();
     await licensing?.close(1_000);
     await new Promise((done) => upstream?.close(done));
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
 
   it("an allowed request reaches the upstream with the licence headers and without the credential", async () => {
@@ -270,12 +184,13 @@ describe.skipIf(nginx === undefined && !required)("nginx auth_request in front o
   });
 
   it("the shipped deploy/nginx/nginx.conf passes nginx -t", () => {
-    if (nginx === undefined) throw new Error("nginx not found");
+    if (NGINX === undefined) throw new Error("nginx not found");
+    const dir = nginx.dir;
     for (const file of ["licensing-authz.conf", "licensing-protect.conf"]) copyFileSync(join(NGINX_DIR, file), join(dir, file));
     // The example's hostnames do not resolve here; nginx -t resolves upstream servers.
     const conf = readFileSync(join(NGINX_DIR, "nginx.conf"), "utf8").replace("licensing:8080", "127.0.0.1:8080").replace("app:3000", "127.0.0.1:3000");
     writeFileSync(join(dir, "shipped.conf"), conf);
-    const result = spawnSync(nginx, ["-t", "-p", dir, "-c", join(dir, "shipped.conf"), "-g", `pid ${dir}/shipped.pid; error_log stderr;`], {
+    const result = spawnSync(NGINX, ["-t", "-p", dir, "-c", join(dir, "shipped.conf"), "-g", `pid ${dir}/shipped.pid; error_log stderr;`], {
       encoding: "utf8",
     });
     expect(result.stderr).toContain("syntax is ok");
