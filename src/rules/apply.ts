@@ -123,6 +123,8 @@ async function writeChange(context: WriteContext, change: Change): Promise<void>
       return writeIssuer(context, change);
     case "service_token":
       return writeServiceToken(context, change);
+    case "route":
+      return writeRoute(context, change);
   }
 }
 
@@ -320,6 +322,20 @@ async function writeServiceToken(context: WriteContext, change: Change): Promise
     })
     .where("id", "=", token.id)
     .execute();
+}
+
+async function writeRoute({ trx, desired, now }: WriteContext, change: Change): Promise<void> {
+  if (change.action === "delete") {
+    await trx.deleteFrom("routes").where("id", "=", change.id).execute();
+    return;
+  }
+  const route = find(desired.routes, (r) => r.id, change.id);
+  const values = { method: route.method ?? "*", path_prefix: route.path_prefix, feature: route.feature, cost: route.cost };
+  if (change.action === "create") {
+    await trx.insertInto("routes").values({ id: route.id, ...values, created_at: now, updated_at: now }).execute();
+  } else {
+    await trx.updateTable("routes").set({ ...values, updated_at: now }).where("id", "=", route.id).execute();
+  }
 }
 
 /** Creates a service token with a fresh secret; only the hash and prefix are written. */

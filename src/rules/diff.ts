@@ -6,7 +6,7 @@
 import { compareStrings } from "./checker.js";
 import type { EntitlementKind, EntitlementRule, LicenseRule, RulesDocument } from "./types.js";
 
-export type ChangeKind = "account" | "plan" | "license" | "api_key" | "issuer" | "service_token";
+export type ChangeKind = "account" | "plan" | "license" | "api_key" | "issuer" | "service_token" | "route";
 export type ChangeAction = "create" | "update" | "delete";
 
 export interface Change {
@@ -49,9 +49,10 @@ const FIELDS = {
     "issuer", "jwks_url", "audiences", "algorithms", "leeway_seconds", "license_claim", "account_claim", "roles_claim",
   ],
   service_token: ["rights", "expires_at", "revoked"],
+  route: ["method", "path_prefix", "feature", "cost"],
 } as const satisfies Record<ChangeKind, readonly string[]>;
 
-const WRITE_ORDER: readonly ChangeKind[] = ["account", "plan", "license", "api_key", "issuer", "service_token"];
+const WRITE_ORDER: readonly ChangeKind[] = ["account", "plan", "license", "api_key", "issuer", "service_token", "route"];
 
 /** What turns `current` into `desired`; both must be normalized (see types.ts). */
 export function diffRules(current: RulesDocument, desired: RulesDocument, options: DiffOptions): RulesDiff {
@@ -62,6 +63,7 @@ export function diffRules(current: RulesDocument, desired: RulesDocument, option
     api_key: diffCollection("api_key", current.api_keys, desired.api_keys, (k) => k.id, options),
     issuer: diffCollection("issuer", current.issuers, desired.issuers, (i) => i.id, options),
     service_token: diffCollection("service_token", current.service_tokens, desired.service_tokens, (t) => t.id, options),
+    route: diffCollection("route", current.routes, desired.routes, (r) => r.id, options),
   };
   const all = WRITE_ORDER.flatMap((kind) => byKind[kind]);
   const changes = [

@@ -14,6 +14,7 @@ import {
   type LicenseRule,
   type PlanRule,
   type RulesDocument,
+  type RouteRule,
   type ServiceTokenRule,
 } from "./types.js";
 import { deepEqual } from "./diff.js";
@@ -61,6 +62,7 @@ export function toPlainDocument(doc: RulesDocument): Plain {
     api_keys: doc.api_keys.map(plainApiKey),
     issuers: doc.issuers.map(plainIssuer),
     service_tokens: doc.service_tokens.map(plainServiceToken),
+    routes: doc.routes.map(plainRoute),
   };
 }
 
@@ -106,6 +108,16 @@ function plainIssuer(issuer: IssuerRule): Plain {
     license_claim: issuer.license_claim,
     account_claim: issuer.account_claim,
     roles_claim: issuer.roles_claim === ISSUER_DEFAULTS.roles_claim ? undefined : issuer.roles_claim,
+  });
+}
+
+function plainRoute(route: RouteRule): Plain {
+  return compact({
+    id: route.id,
+    method: route.method,
+    path_prefix: route.path_prefix,
+    feature: route.feature,
+    cost: route.cost === 1 ? undefined : route.cost,
   });
 }
 

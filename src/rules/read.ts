@@ -14,6 +14,8 @@ import type {
 import { compareStrings } from "./checker.js";
 import type {
   ApiKeyRule,
+  AutoScalingRule,
+  AutoScalingSource,
   EntitlementRule,
   IssuerRule,
   JwtAlgorithm,
@@ -22,9 +24,10 @@ import type {
   RulesDocument,
   ScalingRule,
   ServiceTokenRight,
+  RouteRule,
   ServiceTokenRule,
 } from "./types.js";
-import { RULES_VERSION } from "./types.js";
+import { AUTO_SCALING_SOURCES, RULES_VERSION } from "./types.js";
 import { compareEntitlements } from "./validate.js";
 
 /**
@@ -40,6 +43,7 @@ export async function readRules(db: Kysely<Database>): Promise<RulesDocument> {
   const keys = await db.selectFrom("api_keys").selectAll().execute();
   const issuers = await db.selectFrom("issuers").selectAll().execute();
   const serviceTokens = await db.selectFrom("service_tokens").selectAll().execute();
+  const routes = await db.selectFrom("routes").select(["id", "method", "path_prefix", "feature", "cost"]).execute();
   return {
     version: RULES_VERSION,
     accounts: accounts.map((a) => ({ id: a.id, name: a.name })).sort((a, b) => compareStrings(a.id, b.id)),
@@ -52,10 +56,17 @@ export async function readRules(db: Kysely<Database>): Promise<RulesDocument> {
     api_keys: keys.map(toApiKeyRule).sort((a, b) => compareStrings(a.id, b.id)),
     issuers: issuers.map(toIssuerRule).sort((a, b) => compareStrings(a.id, b.id)),
     service_tokens: serviceTokens.map(toServiceTokenRule).sort((a, b) => compareStrings(a.id, b.id)),
+    routes: routes.map(toRouteRule).sort((a, b) => compareStrings(a.id, b.id)),
   };
 }
 
 type EntitlementRow = Selectable<EntitlementsTable>;
+
+function toRouteRule(row: { id: string; method: string; path_prefix: string; feature: string; cost: number }): RouteRule {
+  const route: RouteRule = { id: row.id, path_prefix: row.path_prefix, feature: row.feature, cost: row.cost };
+  if (row.method !== "*") route.method = row.method;
+  return route;
+}
 
 function toPlanRule(plan: { name: string; description: string | null }, rows: EntitlementRow[]): PlanRule {
   const rule: PlanRule = { name: plan.name, entitlements: toEntitlementRules(rows) };
@@ -137,14 +148,14 @@ function toEntitlementRule(row: EntitlementRow): EntitlementRule {
 
 const SCALING_FIELDS = [
   "min", "max", "step", "target_utilization", "scale_up_cooldown_seconds", "scale_down_cooldown_seconds",
-  "budget_per_period",
+  "budget_per_period", "scale_up_threshold", "scale_down_threshold",
 ] as const;
 
 /**
  * The jsonb scaling column as a ScalingRule. Only the documented numeric fields are kept: Apply
  * writes nothing else, and anything else (written by another tool) could not be re-applied.
  */
-function toScalingRule(value: unknown): ScalingRule | undefined {
+export function toScalingRule(value: unknown): ScalingRule | undefined {
   const parsed: unknown = typeof value === "string" ? JSON.parse(value) : value;
   if (typeof parsed !== "object" || parsed === null) return undefined;
   const source = parsed as Record<string, unknown>;
@@ -153,6 +164,20 @@ function toScalingRule(value: unknown): ScalingRule | undefined {
     const n = source[key];
     if (typeof n === "number") rule[key] = n;
   }
+  const auto = toAutoScalingRule(source.auto);
+  if (auto !== undefined) rule.auto = auto;
+  return rule;
+}
+
+/** The stored `auto` object, with the same keep-only-documented-fields rule. */
+function toAutoScalingRule(value: unknown): AutoScalingRule | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  const source = value as Record<string, unknown>;
+  const kind = (AUTO_SCALING_SOURCES as readonly unknown[]).includes(source.source) ? (source.source as AutoScalingSource) : undefined;
+  if (kind === undefined) return undefined;
+  const rule: AutoScalingRule = { source: kind };
+  if (typeof source.quota_feature === "string") rule.quota_feature = source.quota_feature;
+  if (typeof source.horizon_seconds === "number") rule.horizon_seconds = source.horizon_seconds;
   return rule;
 }
 

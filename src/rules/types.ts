@@ -39,6 +39,8 @@ export interface RulesDocument {
   issuers: IssuerRule[];
   /** Sorted by id. */
   service_tokens: ServiceTokenRule[];
+  /** Sorted by id. */
+  routes: RouteRule[];
 }
 
 export interface AccountRule {
@@ -125,6 +127,21 @@ export interface ServiceTokenRule {
   revoked: boolean;
 }
 
+/**
+ * Which feature (and how many units of it) a request proxied through Envoy ext_authz or
+ * forward-auth uses, when the proxy does not name the feature itself.
+ */
+export interface RouteRule {
+  id: string;
+  /** Upper-case HTTP method; absent: any method. */
+  method?: string;
+  /** Starts with "/"; the longest matching prefix wins. */
+  path_prefix: string;
+  feature: string;
+  /** Units per request; default 1, 0 asks without consuming. */
+  cost: number;
+}
+
 export interface EntitlementRule {
   feature: string;
   kind: EntitlementKind;
@@ -163,6 +180,32 @@ export interface ScalingRule {
   scale_down_cooldown_seconds?: number;
   /** Most a licence may spend on this capacity per billing period, minor currency units. */
   budget_per_period?: number;
+  /**
+   * Threshold mode, instead of target_utilization (set both thresholds or neither): from an
+   * observed utilization above this ratio (0 < x ≤ 1), Scale grows one step.
+   */
+  scale_up_threshold?: number;
+  /** Threshold mode: below this ratio (0 ≤ x < scale_up_threshold), Scale shrinks one step. */
+  scale_down_threshold?: number;
+  /** Present: the capacity scales itself, with no caller (src/scaling/auto-scaler.ts). */
+  auto?: AutoScalingRule;
+}
+
+export const AUTO_SCALING_SOURCES = ["utilization", "quota"] as const;
+export type AutoScalingSource = (typeof AUTO_SCALING_SOURCES)[number];
+
+/** Auto mode of a capacity scaling policy, stored as declared (absent fields stay absent). */
+export interface AutoScalingRule {
+  /**
+   * What drives it: "utilization" (the last utilization reported through Scale, target
+   * tracking or thresholds, plus the forecast of its growth) or "quota" (the forecast of a
+   * quota of the same licence: grow one step when it would run out within the horizon).
+   */
+  source: AutoScalingSource;
+  /** source "quota" only (and then required): the quota entitlement's feature key. */
+  quota_feature?: string;
+  /** Scale up ahead when the forecast depletion falls within this many seconds; ≥ 1. */
+  horizon_seconds?: number;
 }
 
 /** What an omitted optional scaling field means; budget_per_period has none (unbounded). */
@@ -172,6 +215,9 @@ export const SCALING_DEFAULTS = Object.freeze({
   scale_up_cooldown_seconds: 60,
   scale_down_cooldown_seconds: 300,
 });
+
+/** What an omitted auto field means. */
+export const AUTO_SCALING_DEFAULTS = Object.freeze({ horizon_seconds: 900 });
 
 /** Asymmetric JWS algorithms an issuer may allow; never "none", never HS* (shared secrets). */
 export const JWT_ALGORITHMS = [
@@ -198,5 +244,5 @@ export const FAILURE_MODES: readonly FailureMode[] = ["fail_closed", "fail_open"
 
 /** An empty, valid document. */
 export function emptyRulesDocument(): RulesDocument {
-  return { version: RULES_VERSION, accounts: [], plans: [], licenses: [], api_keys: [], issuers: [], service_tokens: [] };
+  return { version: RULES_VERSION, accounts: [], plans: [], licenses: [], api_keys: [], issuers: [], service_tokens: [], routes: [] };
 }

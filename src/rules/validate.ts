@@ -19,7 +19,9 @@ import {
   RULES_VERSION,
   SERVICE_TOKEN_RIGHTS,
   type AccountRule,
+  AUTO_SCALING_SOURCES,
   type ApiKeyRule,
+  type AutoScalingRule,
   type EntitlementPeriod,
   type EntitlementRule,
   type IssuerRule,
@@ -27,6 +29,7 @@ import {
   type PlanRule,
   type RulesDocument,
   type ScalingRule,
+  type RouteRule,
   type ServiceTokenRule,
 } from "./types.js";
 import { entitlementKey } from "./diff.js";
@@ -58,7 +61,7 @@ const AUDIENCE: Pattern = { regex: /^\S{1,512}$/u, message: "must be 1 to 512 ch
 /** A claim name: plain ("roles"), namespaced ("https://acme.example/roles") or a dotted path. */
 const CLAIM: Pattern = { regex: /^\S{1,256}$/u, message: "must be a claim name: 1 to 256 characters without spaces" };
 
-const ROOT_KEYS = ["version", "accounts", "plans", "licenses", "api_keys", "issuers", "service_tokens"] as const;
+const ROOT_KEYS = ["version", "accounts", "plans", "licenses", "api_keys", "issuers", "service_tokens", "routes"] as const;
 const ACCOUNT_KEYS = ["id", "name"] as const;
 const PLAN_KEYS = ["name", "description", "entitlements"] as const;
 const LICENSE_KEYS = ["id", "account", "plan", "status", "valid_from", "valid_until", "environments", "overrides"] as const;
@@ -67,13 +70,20 @@ const ISSUER_KEYS = [
   "id", "issuer", "jwks_url", "audiences", "algorithms", "leeway_seconds", "license_claim", "account_claim", "roles_claim",
 ] as const;
 const SERVICE_TOKEN_KEYS = ["id", "rights", "expires_at", "revoked"] as const;
+const ROUTE_KEYS = ["id", "method", "path_prefix", "feature", "cost"] as const;
+const HTTP_METHOD: Pattern = { regex: /^[A-Z]{1,16}$/, message: "must be an HTTP method in upper case, e.g. GET or POST" };
+const PATH_PREFIX: Pattern = {
+  regex: /^\/[\x21-\x7e]{0,1023}$/,
+  message: 'must start with "/" and contain only visible ASCII, at most 1024 characters',
+};
 const ENTITLEMENT_KEYS = [
   "feature", "kind", "limit", "period", "burst", "overage", "failure_mode", "unit_price", "roles", "scaling",
 ] as const;
 const SCALING_KEYS = [
   "min", "max", "step", "target_utilization", "scale_up_cooldown_seconds", "scale_down_cooldown_seconds",
-  "budget_per_period",
+  "budget_per_period", "scale_up_threshold", "scale_down_threshold", "auto",
 ] as const;
+const AUTO_KEYS = ["source", "quota_feature", "horizon_seconds"] as const;
 
 /**
  * Checks `input` (any parsed value) against the rules format. On success the document is
@@ -99,6 +109,7 @@ function readDocument(c: Checker, input: unknown): RulesDocument | undefined {
   const apiKeys = readItems(c, root, "api_keys", readApiKey);
   const issuers = readItems(c, root, "issuers", readIssuer);
   const serviceTokens = readItems(c, root, "service_tokens", readServiceToken);
+  const routes = readItems(c, root, "routes", readRoute);
 
   checkUnique(c, accounts, (a) => a.id, "id");
   checkUnique(c, plans, (p) => p.name, "name");
@@ -107,6 +118,8 @@ function readDocument(c: Checker, input: unknown): RulesDocument | undefined {
   checkUnique(c, issuers, (i) => i.id, "id");
   checkUnique(c, issuers, (i) => i.issuer, "issuer");
   checkUnique(c, serviceTokens, (t) => t.id, "id");
+  checkUnique(c, routes, (r) => r.id, "id");
+  checkUnique(c, routes, (r) => `${r.method ?? "*"} ${r.path_prefix}`, "path_prefix");
   checkLicenseReferences(c, licenses, accounts, plans);
   checkKeyReferences(c, apiKeys, licenses);
 
@@ -118,6 +131,7 @@ function readDocument(c: Checker, input: unknown): RulesDocument | undefined {
     api_keys: sortedBy(apiKeys, (k) => k.id),
     issuers: sortedBy(issuers, (i) => i.id),
     service_tokens: sortedBy(serviceTokens, (t) => t.id),
+    routes: sortedBy(routes, (r) => r.id),
   };
 }
 
@@ -149,6 +163,7 @@ function itemKeys(listKey: string): readonly string[] {
     case "licenses": return LICENSE_KEYS;
     case "issuers": return ISSUER_KEYS;
     case "service_tokens": return SERVICE_TOKEN_KEYS;
+    case "routes": return ROUTE_KEYS;
     default: return API_KEY_KEYS;
   }
 }
@@ -285,6 +300,17 @@ function readLeeway(c: Checker, m: Mapping, path: string): number {
   return leeway;
 }
 
+function readRoute(c: Checker, m: Mapping, path: string): RouteRule {
+  const route: RouteRule = {
+    id: c.string(m, "id", path, { required: true, pattern: SLUG }) ?? "",
+    path_prefix: c.string(m, "path_prefix", path, { required: true, pattern: PATH_PREFIX }) ?? "/",
+    feature: c.string(m, "feature", path, { required: true, pattern: FEATURE_KEY }) ?? "",
+    cost: c.integer(m, "cost", path) ?? 1,
+  };
+  assignDefined(route, "method", c.string(m, "method", path, { required: false, pattern: HTTP_METHOD }));
+  return route;
+}
+
 function readServiceToken(c: Checker, m: Mapping, path: string): ServiceTokenRule {
   const rights = c.choiceList(m, "rights", path, { choices: SERVICE_TOKEN_RIGHTS });
   if (rights === undefined) c.report(at(path, "rights"), `required (one or more of: ${SERVICE_TOKEN_RIGHTS.join(", ")})`);
@@ -369,7 +395,44 @@ function readScaling(c: Checker, value: unknown, path: string): ScalingRule | un
   if (target !== undefined && !(target > 0 && target <= 1)) {
     c.report(at(path, "target_utilization"), "must be greater than 0 and at most 1");
   }
+  readThresholds(c, m, scaling, path);
+  const auto = field(m, "auto");
+  if (auto !== undefined) assignDefined(scaling, "auto", readAuto(c, auto, at(path, "auto")));
   return scaling;
+}
+
+/** Up/down thresholds: both or neither, 0 ≤ down < up ≤ 1, never with target_utilization. */
+function readThresholds(c: Checker, m: Mapping, scaling: ScalingRule, path: string): void {
+  assignDefined(scaling, "scale_up_threshold", c.number(m, "scale_up_threshold", path));
+  assignDefined(scaling, "scale_down_threshold", c.number(m, "scale_down_threshold", path));
+  const up = scaling.scale_up_threshold;
+  const down = scaling.scale_down_threshold;
+  const hasUp = field(m, "scale_up_threshold") !== undefined;
+  const hasDown = field(m, "scale_down_threshold") !== undefined;
+  if (hasUp !== hasDown) {
+    c.report(at(path, hasUp ? "scale_down_threshold" : "scale_up_threshold"), "required together with the other threshold");
+  }
+  if ((hasUp || hasDown) && field(m, "target_utilization") !== undefined) {
+    c.report(at(path, "target_utilization"), "not allowed together with scale_up_threshold/scale_down_threshold (choose one mode)");
+  }
+  if (up !== undefined && !(up > 0 && up <= 1)) c.report(at(path, "scale_up_threshold"), "must be greater than 0 and at most 1");
+  if (down !== undefined && !(down >= 0 && down < 1)) c.report(at(path, "scale_down_threshold"), "must be at least 0 and less than 1");
+  else if (up !== undefined && down !== undefined && down >= up) {
+    c.report(at(path, "scale_down_threshold"), `must be less than scale_up_threshold (${up})`);
+  }
+}
+
+function readAuto(c: Checker, value: unknown, path: string): AutoScalingRule | undefined {
+  const m = c.mapping(value, path, AUTO_KEYS);
+  if (m === undefined) return undefined;
+  const auto: AutoScalingRule = { source: c.choice(m, "source", path, AUTO_SCALING_SOURCES) ?? "utilization" };
+  assignDefined(auto, "quota_feature", c.string(m, "quota_feature", path, { required: false, pattern: FEATURE_KEY }));
+  assignDefined(auto, "horizon_seconds", c.integer(m, "horizon_seconds", path));
+  const hasQuota = field(m, "quota_feature") !== undefined;
+  if (auto.source === "quota" && !hasQuota) c.report(at(path, "quota_feature"), "required when source is quota");
+  if (auto.source !== "quota" && hasQuota) c.report(at(path, "quota_feature"), "allowed only when source is quota");
+  if (auto.horizon_seconds === 0) c.report(at(path, "horizon_seconds"), "must be at least 1");
+  return auto;
 }
 
 /** Reports the second and later occurrences of a key; empty keys (already reported) are skipped. */

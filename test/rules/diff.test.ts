@@ -38,6 +38,7 @@ function state(): RulesDocument {
       },
     ],
     service_tokens: [{ id: "billing", rights: ["license_id"], revoked: false }],
+    routes: [{ id: "export", method: "POST", path_prefix: "/v1/export", feature: "reports.export", cost: 1 }],
   };
 }
 
@@ -47,7 +48,7 @@ function must<T>(value: T | undefined): T {
   return value;
 }
 
-const empty: RulesDocument = { version: 1, accounts: [], plans: [], licenses: [], api_keys: [], issuers: [], service_tokens: [] };
+const empty: RulesDocument = { version: 1, accounts: [], plans: [], licenses: [], api_keys: [], issuers: [], service_tokens: [], routes: [] };
 
 describe("diffRules", () => {
   test("identical documents differ in nothing", () => {
@@ -66,6 +67,7 @@ describe("diffRules", () => {
       "create api_key k2",
       "create issuer idp",
       "create service_token billing",
+      "create route export",
     ]);
     expect(diff.versionBumps).toEqual([]);
   });
@@ -73,6 +75,7 @@ describe("diffRules", () => {
   test("prune deletes undeclared objects in reverse foreign-key order", () => {
     const diff = diffRules(state(), empty, { prune: true });
     expect(diff.changes.map((c) => `${c.action} ${c.kind} ${c.id}`)).toEqual([
+      "delete route export",
       "delete service_token billing",
       "delete issuer idp",
       "delete api_key k1",

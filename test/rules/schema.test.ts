@@ -49,6 +49,19 @@ const invalid: Record<string, unknown> = {
   "target utilization above 1": withEntitlement({
     feature: "x", kind: "capacity", limit: 1, scaling: { min: 0, max: 2, target_utilization: 1.5 },
   }),
+  "only one scaling threshold": withEntitlement({
+    feature: "x", kind: "capacity", limit: 1, scaling: { min: 0, max: 2, scale_up_threshold: 0.9 },
+  }),
+  "thresholds with a target utilization": withEntitlement({
+    feature: "x", kind: "capacity", limit: 1,
+    scaling: { min: 0, max: 2, target_utilization: 0.8, scale_up_threshold: 0.9, scale_down_threshold: 0.2 },
+  }),
+  "auto from a quota without its feature": withEntitlement({
+    feature: "x", kind: "capacity", limit: 1, scaling: { min: 0, max: 2, auto: { source: "quota" } },
+  }),
+  "auto with an unknown source": withEntitlement({
+    feature: "x", kind: "capacity", limit: 1, scaling: { min: 0, max: 2, auto: { source: "cpu" } },
+  }),
   "bad time": { ...valid, api_keys: [{ id: "k", license: "l", expires_at: "tomorrow" }] },
   "bad status": { ...valid, licenses: [{ id: "l", account: "acme", plan: "pro", status: "paused" }] },
   "duplicate scope": { ...valid, api_keys: [{ id: "k", license: "l", scopes: ["a", "a"] }] },
@@ -78,6 +91,15 @@ function issuer(fields: Record<string, unknown>): Record<string, unknown> {
 describe("rules JSON Schema", () => {
   test.each(examples)("accepts examples/%s, as the validator does", (file) => {
     const doc: unknown = parse(readFileSync(`examples/${file}`, "utf8"));
+    expect(validateSchema(doc), JSON.stringify(validateSchema.errors)).toBe(true);
+    expect(validateRules(doc).ok).toBe(true);
+  });
+
+  test("accepts a capacity with thresholds and auto mode, as the validator does", () => {
+    const doc = withEntitlement({
+      feature: "x", kind: "capacity", limit: 1,
+      scaling: { min: 0, max: 2, scale_up_threshold: 0.9, scale_down_threshold: 0.2, auto: { source: "quota", quota_feature: "api.calls", horizon_seconds: 60 } },
+    });
     expect(validateSchema(doc), JSON.stringify(validateSchema.errors)).toBe(true);
     expect(validateRules(doc).ok).toBe(true);
   });

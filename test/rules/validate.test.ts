@@ -306,6 +306,36 @@ describe("validateRules: entitlements", () => {
     ]);
   });
 
+  test("threshold mode needs both thresholds, down below up, and excludes target_utilization", () => {
+    const capacity = (scaling: Record<string, unknown>) => withEntitlement({ feature: "x", kind: "capacity", limit: 4, scaling: { min: 1, max: 8, ...scaling } });
+    expect(validateRules(capacity({ scale_up_threshold: 0.9, scale_down_threshold: 0.3 })).ok).toBe(true);
+    expect(errorsOf(capacity({ scale_up_threshold: 0.9 }))).toEqual([`${at}.scaling.scale_down_threshold: required together with the other threshold`]);
+    expect(errorsOf(capacity({ scale_up_threshold: 0.5, scale_down_threshold: 0.5, target_utilization: 0.7 }))).toEqual([
+      `${at}.scaling.target_utilization: not allowed together with scale_up_threshold/scale_down_threshold (choose one mode)`,
+      `${at}.scaling.scale_down_threshold: must be less than scale_up_threshold (0.5)`,
+    ]);
+    expect(errorsOf(capacity({ scale_up_threshold: 1.2, scale_down_threshold: 1 }))).toEqual([
+      `${at}.scaling.scale_up_threshold: must be greater than 0 and at most 1`,
+      `${at}.scaling.scale_down_threshold: must be at least 0 and less than 1`,
+    ]);
+  });
+
+  test("auto mode names its source, a quota feature exactly when the source is quota, and a horizon of at least 1 s", () => {
+    const capacity = (auto: unknown) => withEntitlement({ feature: "x", kind: "capacity", limit: 4, scaling: { min: 1, max: 8, auto } });
+    const ok = validateRules(capacity({ source: "quota", quota_feature: "api.calls", horizon_seconds: 600 }));
+    expect(ok.ok && ok.document.plans[0]?.entitlements[0]?.scaling?.auto).toEqual({ source: "quota", quota_feature: "api.calls", horizon_seconds: 600 });
+    expect(validateRules(capacity({ source: "utilization" })).ok).toBe(true);
+    expect(errorsOf(capacity({}))).toEqual([`${at}.scaling.auto.source: required`]);
+    expect(errorsOf(capacity({ source: "quota", horizon_seconds: 0 }))).toEqual([
+      `${at}.scaling.auto.quota_feature: required when source is quota`,
+      `${at}.scaling.auto.horizon_seconds: must be at least 1`,
+    ]);
+    expect(errorsOf(capacity({ source: "utilization", quota_feature: "api.calls" }))).toEqual([
+      `${at}.scaling.auto.quota_feature: allowed only when source is quota`,
+    ]);
+    expect(errorsOf(capacity({ source: "cpu" }))).toEqual([`${at}.scaling.auto.source: must be one of: utilization, quota`]);
+  });
+
   test("integers must be safe and non-negative", () => {
     expect(errorsOf(withEntitlement({ feature: "x", kind: "seats", limit: -1 }))).toEqual([`${at}.limit: must be an integer >= 0`]);
     expect(errorsOf(withEntitlement({ feature: "x", kind: "seats", limit: 1.5 }))).toEqual([`${at}.limit: must be an integer >= 0`]);
