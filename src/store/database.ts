@@ -47,6 +47,8 @@ export interface Store {
   pglite?: PGlite;
   /** The URL the pool connects with (postgres backend only), for a dedicated LISTEN client. */
   databaseUrl?: string;
+  /** Connections of the PostgreSQL pool (absent for PGlite), for metrics. */
+  poolStats?(): { total: number; idle: number; waiting: number };
 }
 
 const DEFAULT_POOL_MAX = 10;
@@ -123,6 +125,7 @@ function createPostgresStore(databaseUrl: string, options: StoreOptions): Store 
   return {
     db,
     backend: "postgres",
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     databaseUrl,
     describe: () => `postgres ${location}`,
     ping: () => ping(db),

@@ -9,6 +9,10 @@
 import { Migrator, type Kysely, type Migration, type MigrationResultSet } from "kysely";
 import * as m20261121000000 from "../../migrations/20261121000000_foundation.js";
 import * as m20261121010000 from "../../migrations/20261121010000_check_engine.js";
+import * as m20261121030000 from "../../migrations/20261121030000_capacity.js";
+import * as m20261121020000 from "../../migrations/20261121020000_usage.js";
+import * as m20261121015000 from "../../migrations/20261121015000_routes.js";
+import * as m20261121040000 from "../../migrations/20261121040000_admin_tokens.js";
 
 /**
  * Every migration, by its file name without extension. A new file in migrations/ must be
@@ -17,6 +21,10 @@ import * as m20261121010000 from "../../migrations/20261121010000_check_engine.j
 const MIGRATIONS: Readonly<Record<string, Migration>> = {
   "20261121000000_foundation": m20261121000000,
   "20261121010000_check_engine": m20261121010000,
+  "20261121030000_capacity": m20261121030000,
+  "20261121020000_usage": m20261121020000,
+  "20261121015000_routes": m20261121015000,
+  "20261121040000_admin_tokens": m20261121040000,
 };
 
 export interface MigrateOptions {

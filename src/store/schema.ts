@@ -206,6 +206,116 @@ export interface SigningKeysTable {
   retired_at: Timestamp | null;
 }
 
+/** Which feature (and cost) a proxied request uses, by method and path prefix. */
+export interface RoutesTable {
+  id: string;
+  /** Upper-case HTTP method, or "*" for any. */
+  method: Generated<string>;
+  /** Starts with "/"; matched against the normalized path. */
+  path_prefix: string;
+  feature: string;
+  cost: Generated<number>;
+  created_at: CreatedAt;
+  updated_at: CreatedAt;
+}
+
+/** Account-scoped admin tokens (lk_adm_...): administer one account through AdminService. */
+export interface AdminTokensTable {
+  id: string;
+  account_id: string;
+  /** The non-secret start of the token, e.g. "lk_adm_3fQ9x". */
+  prefix: string;
+  /** Lower-case hex SHA-256 of the whole secret. The secret itself is never stored. */
+  secret_hash: string;
+  created_at: CreatedAt;
+  revoked_at: Timestamp | null;
+}
+
+/** The idempotency guard of usage events: one row per event id ever accepted (unpartitioned). */
+export interface UsageEventIdsTable {
+  id: string;
+  occurred_at: Timestamp;
+}
+
+/** Reported usage, partitioned by month of occurred_at (see migrations/20261121020000_usage.ts). */
+export interface UsageEventsTable {
+  id: string;
+  license_id: string;
+  feature: string;
+  quantity: number;
+  occurred_at: Timestamp;
+  received_at: Timestamp;
+  attributes: ColumnType<Record<string, string>, string | undefined, string>;
+  operation_id: string | null;
+}
+
+/** A Check's reservation and the Report that settles it (src/metering/reservations.ts). */
+export interface UsageReservationsTable {
+  license_id: string;
+  feature: string;
+  operation_id: string;
+  reserved: number | null;
+  actual: number | null;
+  /** Net units the settlement has added to (+) or released from (-) quota_counters. */
+  applied: Generated<number>;
+  /** What the last write changed `applied` by. */
+  last_change: Generated<number>;
+  pending_release: Generated<number>;
+  period_start: Timestamp;
+  quota_limit: number;
+  allow_overage: boolean;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  settled_at: Timestamp | null;
+  expired_at: Timestamp | null;
+}
+
+/** The frozen statement of a closed billing period. */
+export interface UsageStatementsTable {
+  license_id: string;
+  /** "2026-11" */
+  period: string;
+  computed_at: Timestamp;
+  statement: ColumnType<unknown, string, string>;
+}
+
+/** The capacity units held now (Scale); absent: the entitlement's limit holds. */
+export interface CapacityStateTable {
+  license_id: string;
+  feature: string;
+  units: number;
+  /** Grows by one on every change of units. */
+  version: Generated<number>;
+  /** The last change of units by Scale, either direction; cooldowns count from it. Null: none. */
+  last_change_at: Timestamp | null;
+  updated_at: CreatedAt;
+}
+
+/** Every change of capacity units: held over [valid_from, valid_to), valid_to null = current. */
+export interface CapacityLedgerTable {
+  id: Generated<number>;
+  license_id: string;
+  feature: string;
+  units: number;
+  valid_from: Timestamp;
+  valid_to: Timestamp | null;
+  /** "initial", "scale", "auto", or the caller's reason. */
+  reason: string;
+  /** Who changed it: "license:<id>", "key:<prefix>", "auto". */
+  caller: string;
+  /** Unique per licence and feature when set. */
+  request_id: string | null;
+}
+
+/** Scale's first answer per request_id, for retries. */
+export interface CapacityRequestsTable {
+  license_id: string;
+  feature: string;
+  request_id: string;
+  response: ColumnType<unknown, string, string>;
+  created_at: CreatedAt;
+}
+
 export interface Database {
   accounts: AccountsTable;
   plans: PlansTable;
@@ -220,6 +330,15 @@ export interface Database {
   issuers: IssuersTable;
   service_tokens: ServiceTokensTable;
   signing_keys: SigningKeysTable;
+  usage_event_ids: UsageEventIdsTable;
+  usage_events: UsageEventsTable;
+  usage_reservations: UsageReservationsTable;
+  usage_statements: UsageStatementsTable;
+  capacity_state: CapacityStateTable;
+  capacity_ledger: CapacityLedgerTable;
+  capacity_requests: CapacityRequestsTable;
+  admin_tokens: AdminTokensTable;
+  routes: RoutesTable;
 }
 
 export type Account = Selectable<AccountsTable>;

@@ -1,0 +1,151 @@
+/**
+ * Report: partial success, idempotency, partitions, and reported usage counted against quotas.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { sql } from "kysely";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ReportRequestSchema } from "../../src/gen/licensing/v1/licensing_pb.js";
+import { ensurePartitions, partitionName } from "../../src/metering/partitions.js";
+import type { Metering } from "../../src/metering/metering.js";
+import { createTestStore, testBackends, type TestStore } from "../support/database.js";
+import { CONTEXT, FakeClock, T0, counter, countEvents, createTestMetering, report, seedLicence, usageEvent } from "./support.js";
+
+const DAY = 86_400_000;
+const NOV = Date.UTC(2026, 10, 1);
+
+describe.each(testBackends())("Report on %s", (backend) => {
+  let store: TestStore;
+  let metering: Metering;
+  let spoolDir: string;
+  const clock = new FakeClock();
+
+  beforeAll(async () => {
+    store = await createTestStore(backend);
+    spoolDir = await mkdtemp(join(tmpdir(), "metering-spool-"));
+    await seedLicence(store.db, "lic-a", [
+      { feature: "export", kind: "boolean" },
+      { feature: "tokens", kind: "quota", limit: 1000, period: "month", overage: "allow_and_bill", unitPrice: 3 },
+      { feature: "calls", kind: "quota", limit: 100, period: "month", overage: "block" },
+    ]);
+    ({ metering } = createTestMetering(store.db, clock, spoolDir));
+    await metering.start();
+  });
+  afterAll(async () => {
+    await metering.stop();
+    await store.drop();
+    await rm(spoolDir, { recursive: true, force: true });
+  });
+
+  it("creates monthly partitions from the oldest accepted month to three months ahead, and a default one", async () => {
+    const { rows } = await sql<{ name: string }>`
+      select c.relname as name from pg_inherits i join pg_class c on c.oid = i.inhrelid
+      join pg_class p on p.oid = i.inhparent where p.relname = 'usage_events' order by 1`.execute(store.db);
+    const names = rows.map((r) => r.name);
+    expect(names).toEqual(
+      expect.arrayContaining(["usage_events_default", "usage_events_y2026m10", "usage_events_y2026m11", "usage_events_y2027m02"]),
+    );
+    expect(names).not.toContain("usage_events_y2027m03");
+  });
+
+  it("the same batch sent 3 times is billed once: accepted, then duplicates", async () => {
+    const batch = Array.from({ length: 20 }, (_, i) => ({ id: `dup-${i}`, licenseId: "lic-a", feature: "tokens", quantity: 5 }));
+    const first = await report(metering, batch);
+    const second = await report(metering, batch);
+    const third = await report(metering, batch);
+    expect([first.accepted, first.duplicates]).toEqual([20, 0]);
+    expect([second.accepted, second.duplicates]).toEqual([0, 20]);
+    expect([third.accepted, third.duplicates]).toEqual([0, 20]);
+    expect(await countEvents(store.db, sql`id like 'dup-%'`)).toBe(20);
+    expect(await counter(store.db, "lic-a", "tokens", NOV)).toEqual({ used: 100, overage: 0 });
+  });
+
+  it("1 invalid event among 1,000 leaves 999 accepted and names the bad index and field", async () => {
+    const batch = Array.from({ length: 1000 }, (_, i) => ({ id: `bulk-${i}`, licenseId: "lic-a", feature: "export", quantity: i === 637 ? -1 : 1 }));
+    const answer = await report(metering, batch);
+    expect(answer.accepted).toBe(999);
+    expect(answer.duplicates).toBe(0);
+    expect(answer.rejected.map((r) => [r.index, r.reason])).toEqual([[637, "events[637].quantity: must be at least 0"]]);
+    expect(await countEvents(store.db, sql`id like 'bulk-%'`)).toBe(999);
+  });
+
+  it("rejects each bad event with the field named, and accounts for every event", async () => {
+    const answer = await report(metering, [
+      { id: "", licenseId: "lic-a", feature: "export" },
+      { id: "x".repeat(129), licenseId: "lic-a", feature: "export" },
+      { id: "v-unknown-licence", licenseId: "nope", feature: "export" },
+      { id: "v-not-entitled", licenseId: "lic-a", feature: "video" },
+      { id: "v-future", licenseId: "lic-a", feature: "export", occurredAtMs: T0 + 6 * 60_000 },
+      { id: "v-too-old", licenseId: "lic-a", feature: "export", occurredAtMs: T0 - 36 * DAY },
+      { id: "v-ok", licenseId: "lic-a", feature: "export" },
+      { id: "v-ok", licenseId: "lic-a", feature: "export" },
+    ]);
+    expect(answer.rejected.map((r) => r.reason)).toEqual([
+      "events[0].id: is required",
+      "events[1].id: must be at most 128 characters",
+      "events[2].credential: licence nope does not exist",
+      'events[3].feature: "video" is not entitled by licence lic-a',
+      "events[4].occurred_at: is more than 300000 ms in the future",
+      "events[5].occurred_at: is older than the 3024000000 ms accepted",
+    ]);
+    expect(answer.accepted).toBe(1);
+    expect(answer.duplicates).toBe(1);
+  });
+
+  it("rejects a license_id credential without a service token, per event", async () => {
+    const request = create(ReportRequestSchema, { events: [usageEvent({ id: "no-token", licenseId: "lic-a", feature: "export" })] });
+    const answer = await metering.report(request, { ...CONTEXT, header: () => undefined });
+    expect(answer.accepted).toBe(0);
+    expect(answer.rejected[0]?.reason).toMatch(/^events\[0\]\.credential: naming a licence directly/);
+  });
+
+  it("more than 1000 events is INVALID_ARGUMENT naming events", async () => {
+    const batch = Array.from({ length: 1001 }, (_, i) => ({ id: `big-${i}`, licenseId: "lic-a", feature: "export" }));
+    const error = await report(metering, batch).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(ConnectError);
+    expect((error as ConnectError).code).toBe(Code.InvalidArgument);
+    expect((error as ConnectError).rawMessage).toBe("events: at most 1000");
+  });
+
+  it("a retry arriving after its month's partition was created is still a duplicate", async () => {
+    // Lands in the default partition: no partition for 2025 exists and the event is recent
+    // enough only because the clock says so.
+    clock.ms = Date.UTC(2025, 5, 10);
+    const late = [{ id: "moved-1", licenseId: "lic-a", feature: "export", occurredAtMs: Date.UTC(2025, 5, 9) }];
+    expect((await report(metering, late)).accepted).toBe(1);
+    const { rows: before } = await sql<{ n: number }>`select count(*)::int8 as n from usage_events_default where id = 'moved-1'`.execute(store.db);
+    expect(before[0]?.n).toBe(1);
+    expect(await ensurePartitions(store.db, { year: 2025, month: 6 }, { year: 2025, month: 6 })).toEqual([partitionName({ year: 2025, month: 6 })]);
+    const { rows: after } = await sql<{ n: number }>`select count(*)::int8 as n from usage_events_y2025m06 where id = 'moved-1'`.execute(store.db);
+    expect(after[0]?.n).toBe(1);
+    const retry = await report(metering, late);
+    expect([retry.accepted, retry.duplicates]).toEqual([0, 1]);
+    expect(await countEvents(store.db, sql`id = 'moved-1'`)).toBe(1);
+    clock.ms = T0;
+  });
+
+  it("reported usage on allow_and_bill past the limit goes to overage; on block it still counts as used", async () => {
+    await report(metering, [{ id: "big-tokens", licenseId: "lic-a", feature: "tokens", quantity: 1000 }]);
+    // 100 used before + 1000: 900 fit under the limit, 100 over.
+    expect(await counter(store.db, "lic-a", "tokens", NOV)).toEqual({ used: 1000, overage: 100 });
+    await report(metering, [{ id: "big-calls", licenseId: "lic-a", feature: "calls", quantity: 150 }]);
+    expect(await counter(store.db, "lic-a", "calls", NOV)).toEqual({ used: 150, overage: 0 });
+  });
+
+  it("usage lands in the quota period of occurred_at, not of receipt", async () => {
+    clock.ms = Date.UTC(2026, 11, 1, 0, 1);
+    await report(metering, [
+      { id: "edge-nov", licenseId: "lic-a", feature: "calls", quantity: 7, occurredAtMs: Date.UTC(2026, 10, 30, 23, 59) },
+      { id: "edge-dec", licenseId: "lic-a", feature: "calls", quantity: 3, occurredAtMs: Date.UTC(2026, 11, 1, 0, 0) },
+    ]);
+    expect(await counter(store.db, "lic-a", "calls", NOV)).toEqual({ used: 157, overage: 0 });
+    expect(await counter(store.db, "lic-a", "calls", Date.UTC(2026, 11, 1))).toEqual({ used: 3, overage: 0 });
+    clock.ms = T0;
+  });
+});
