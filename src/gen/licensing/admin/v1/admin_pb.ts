@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensing/admin/v1/admin.proto.
  */
 export const file_licensing_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Ch5saWNlbnNpbmcvYWRtaW4vdjEvYWRtaW4ucHJvdG8SEmxpY2Vuc2luZy5hZG1pbi52MSJACgxBcHBseVJlcXVlc3QSEAoIZG9jdW1lbnQYASABKAkSDwoHZHJ5X3J1bhgCIAEoCBINCgVwcnVuZRgDIAEoCCJkCgZDaGFuZ2USDAoEa2luZBgBIAEoCRIKCgJpZBgCIAEoCRIwCgZhY3Rpb24YAyABKA4yIC5saWNlbnNpbmcuYWRtaW4udjEuQ2hhbmdlQWN0aW9uEg4KBmZpZWxkcxgEIAMoCSJcCgxJc3N1ZWRBcGlLZXkSCgoCaWQYASABKAkSEgoKbGljZW5zZV9pZBgCIAEoCRIOCgZzZWNyZXQYAyABKAkSDgoGcHJlZml4GAQgASgJEgwKBGtpbmQYBSABKAkihAEKDUFwcGx5UmVzcG9uc2USKwoHY2hhbmdlcxgBIAMoCzIaLmxpY2Vuc2luZy5hZG1pbi52MS5DaGFuZ2USNQoLaXNzdWVkX2tleXMYAiADKAsyIC5saWNlbnNpbmcuYWRtaW4udjEuSXNzdWVkQXBpS2V5Eg8KB2RyeV9ydW4YAyABKAgiHwoNRXhwb3J0UmVxdWVzdBIOCgZmb3JtYXQYASABKAkiIgoORXhwb3J0UmVzcG9uc2USEAoIZG9jdW1lbnQYASABKAkiQwoYSXNzdWVMaWNlbnNlVG9rZW5SZXF1ZXN0EhIKCmxpY2Vuc2VfaWQYASABKAkSEwoLdHRsX3NlY29uZHMYAiABKAMiZwoZSXNzdWVMaWNlbnNlVG9rZW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNraWQYAyABKAkiGQoXUm90YXRlU2lnbmluZ0tleVJlcXVlc3QiJwoYUm90YXRlU2lnbmluZ0tleVJlc3BvbnNlEgsKA2tpZBgBIAEoCSIYChZMaXN0U2lnbmluZ0tleXNSZXF1ZXN0IqsBCgpTaWduaW5nS2V5EgsKA2tpZBgBIAEoCRIuCgpjcmVhdGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxhY3RpdmF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldGlyZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKF0xpc3RTaWduaW5nS2V5c1Jlc3BvbnNlEiwKBGtleXMYASADKAsyHi5saWNlbnNpbmcuYWRtaW4udjEuU2lnbmluZ0tleSImChdSZXRpcmVTaWduaW5nS2V5UmVxdWVzdBILCgNraWQYASABKAkiGgoYUmV0aXJlU2lnbmluZ0tleVJlc3BvbnNlKnsKDENoYW5nZUFjdGlvbhIdChlDSEFOR0VfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGAoUQ0hBTkdFX0FDVElPTl9DUkVBVEUQARIYChRDSEFOR0VfQUNUSU9OX1VQREFURRACEhgKFENIQU5HRV9BQ1RJT05fREVMRVRFEAMy9QQKDEFkbWluU2VydmljZRJOCgVBcHBseRIgLmxpY2Vuc2luZy5hZG1pbi52MS5BcHBseVJlcXVlc3QaIS5saWNlbnNpbmcuYWRtaW4udjEuQXBwbHlSZXNwb25zZSIAElEKBkV4cG9ydBIhLmxpY2Vuc2luZy5hZG1pbi52MS5FeHBvcnRSZXF1ZXN0GiIubGljZW5zaW5nLmFkbWluLnYxLkV4cG9ydFJlc3BvbnNlIgAScgoRSXNzdWVMaWNlbnNlVG9rZW4SLC5saWNlbnNpbmcuYWRtaW4udjEuSXNzdWVMaWNlbnNlVG9rZW5SZXF1ZXN0Gi0ubGljZW5zaW5nLmFkbWluLnYxLklzc3VlTGljZW5zZVRva2VuUmVzcG9uc2UiABJvChBSb3RhdGVTaWduaW5nS2V5EisubGljZW5zaW5nLmFkbWluLnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXF1ZXN0GiwubGljZW5zaW5nLmFkbWluLnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZSIAEmwKD0xpc3RTaWduaW5nS2V5cxIqLmxpY2Vuc2luZy5hZG1pbi52MS5MaXN0U2lnbmluZ0tleXNSZXF1ZXN0GisubGljZW5zaW5nLmFkbWluLnYxLkxpc3RTaWduaW5nS2V5c1Jlc3BvbnNlIgASbwoQUmV0aXJlU2lnbmluZ0tleRIrLmxpY2Vuc2luZy5hZG1pbi52MS5SZXRpcmVTaWduaW5nS2V5UmVxdWVzdBosLmxpY2Vuc2luZy5hZG1pbi52MS5SZXRpcmVTaWduaW5nS2V5UmVzcG9uc2UiAGIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ch5saWNlbnNpbmcvYWRtaW4vdjEvYWRtaW4ucHJvdG8SEmxpY2Vuc2luZy5hZG1pbi52MSJACgxBcHBseVJlcXVlc3QSEAoIZG9jdW1lbnQYASABKAkSDwoHZHJ5X3J1bhgCIAEoCBINCgVwcnVuZRgDIAEoCCJkCgZDaGFuZ2USDAoEa2luZBgBIAEoCRIKCgJpZBgCIAEoCRIwCgZhY3Rpb24YAyABKA4yIC5saWNlbnNpbmcuYWRtaW4udjEuQ2hhbmdlQWN0aW9uEg4KBmZpZWxkcxgEIAMoCSJcCgxJc3N1ZWRBcGlLZXkSCgoCaWQYASABKAkSEgoKbGljZW5zZV9pZBgCIAEoCRIOCgZzZWNyZXQYAyABKAkSDgoGcHJlZml4GAQgASgJEgwKBGtpbmQYBSABKAkihAEKDUFwcGx5UmVzcG9uc2USKwoHY2hhbmdlcxgBIAMoCzIaLmxpY2Vuc2luZy5hZG1pbi52MS5DaGFuZ2USNQoLaXNzdWVkX2tleXMYAiADKAsyIC5saWNlbnNpbmcuYWRtaW4udjEuSXNzdWVkQXBpS2V5Eg8KB2RyeV9ydW4YAyABKAgiHwoNRXhwb3J0UmVxdWVzdBIOCgZmb3JtYXQYASABKAkiIgoORXhwb3J0UmVzcG9uc2USEAoIZG9jdW1lbnQYASABKAkiQwoYSXNzdWVMaWNlbnNlVG9rZW5SZXF1ZXN0EhIKCmxpY2Vuc2VfaWQYASABKAkSEwoLdHRsX3NlY29uZHMYAiABKAMiZwoZSXNzdWVMaWNlbnNlVG9rZW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNraWQYAyABKAkiGQoXUm90YXRlU2lnbmluZ0tleVJlcXVlc3QiJwoYUm90YXRlU2lnbmluZ0tleVJlc3BvbnNlEgsKA2tpZBgBIAEoCSIYChZMaXN0U2lnbmluZ0tleXNSZXF1ZXN0IqsBCgpTaWduaW5nS2V5EgsKA2tpZBgBIAEoCRIuCgpjcmVhdGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxhY3RpdmF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldGlyZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKF0xpc3RTaWduaW5nS2V5c1Jlc3BvbnNlEiwKBGtleXMYASADKAsyHi5saWNlbnNpbmcuYWRtaW4udjEuU2lnbmluZ0tleSImChdSZXRpcmVTaWduaW5nS2V5UmVxdWVzdBILCgNraWQYASABKAkiGgoYUmV0aXJlU2lnbmluZ0tleVJlc3BvbnNlIoMBCgdBY2NvdW50EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPAoTTGlzdEFjY291bnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJeChRMaXN0QWNjb3VudHNSZXNwb25zZRItCghhY2NvdW50cxgBIAMoCzIbLmxpY2Vuc2luZy5hZG1pbi52MS5BY2NvdW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSInChFHZXRBY2NvdW50UmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJIlcKEkdldEFjY291bnRSZXNwb25zZRIsCgdhY2NvdW50GAEgASgLMhsubGljZW5zaW5nLmFkbWluLnYxLkFjY291bnQSEwoLbGljZW5zZV9pZHMYAiADKAki6AEKC0VudGl0bGVtZW50Eg8KB2ZlYXR1cmUYASABKAkSDAoEa2luZBgCIAEoCRISCgVsaW1pdBgDIAEoA0gAiAEBEg4KBnBlcmlvZBgEIAEoCRISCgVidXJzdBgFIAEoA0gBiAEBEg8KB292ZXJhZ2UYBiABKAkSFAoMZmFpbHVyZV9tb2RlGAcgASgJEg0KBXJvbGVzGAggAygJEhcKCnVuaXRfcHJpY2UYCSABKANIAogBARIQCghvdmVycmlkZRgKIAEoCEIICgZfbGltaXRCCAoGX2J1cnN0Qg0KC191bml0X3ByaWNlImAKBFBsYW4SDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRI1CgxlbnRpdGxlbWVudHMYAyADKAsyHy5saWNlbnNpbmcuYWRtaW4udjEuRW50aXRsZW1lbnQiEgoQTGlzdFBsYW5zUmVxdWVzdCI8ChFMaXN0UGxhbnNSZXNwb25zZRInCgVwbGFucxgBIAMoCzIYLmxpY2Vuc2luZy5hZG1pbi52MS5QbGFuIh4KDkdldFBsYW5SZXF1ZXN0EgwKBG5hbWUYASABKAkiOQoPR2V0UGxhblJlc3BvbnNlEiYKBHBsYW4YASABKAsyGC5saWNlbnNpbmcuYWRtaW4udjEuUGxhbiKvAgoHTGljZW5zZRIKCgJpZBgBIAEoCRISCgphY2NvdW50X2lkGAIgASgJEgwKBHBsYW4YAyABKAkSDgoGc3RhdHVzGAQgASgJEi4KCnZhbGlkX2Zyb20YBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3ZhbGlkX3VudGlsGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxlbnZpcm9ubWVudHMYByADKAkSDwoHdmVyc2lvbhgIIAEoAxIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJQChNMaXN0TGljZW5zZXNSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiXgoUTGlzdExpY2Vuc2VzUmVzcG9uc2USLQoIbGljZW5zZXMYASADKAsyGy5saWNlbnNpbmcuYWRtaW4udjEuTGljZW5zZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJwoRR2V0TGljZW5zZVJlcXVlc3QSEgoKbGljZW5zZV9pZBgBIAEoCSJ5ChJHZXRMaWNlbnNlUmVzcG9uc2USLAoHbGljZW5zZRgBIAEoCzIbLmxpY2Vuc2luZy5hZG1pbi52MS5MaWNlbnNlEjUKDGVudGl0bGVtZW50cxgCIAMoCzIfLmxpY2Vuc2luZy5hZG1pbi52MS5FbnRpdGxlbWVudCIrChVTdXNwZW5kTGljZW5zZVJlcXVlc3QSEgoKbGljZW5zZV9pZBgBIAEoCSJGChZTdXNwZW5kTGljZW5zZVJlc3BvbnNlEiwKB2xpY2Vuc2UYASABKAsyGy5saWNlbnNpbmcuYWRtaW4udjEuTGljZW5zZSItChdSZWluc3RhdGVMaWNlbnNlUmVxdWVzdBISCgpsaWNlbnNlX2lkGAEgASgJIkgKGFJlaW5zdGF0ZUxpY2Vuc2VSZXNwb25zZRIsCgdsaWNlbnNlGAEgASgLMhsubGljZW5zaW5nLmFkbWluLnYxLkxpY2Vuc2UiWgoTUmVuZXdMaWNlbnNlUmVxdWVzdBISCgpsaWNlbnNlX2lkGAEgASgJEi8KC3ZhbGlkX3VudGlsGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJEChRSZW5ld0xpY2Vuc2VSZXNwb25zZRIsCgdsaWNlbnNlGAEgASgLMhsubGljZW5zaW5nLmFkbWluLnYxLkxpY2Vuc2Ui2AEKBkFwaUtleRIKCgJpZBgBIAEoCRISCgpsaWNlbnNlX2lkGAIgASgJEg4KBnByZWZpeBgDIAEoCRIOCgZzY29wZXMYBCADKAkSLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcmV2b2tlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidQoTQ3JlYXRlQXBpS2V5UmVxdWVzdBISCgpsaWNlbnNlX2lkGAEgASgJEgoKAmlkGAIgASgJEg4KBnNjb3BlcxgDIAMoCRIuCgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJPChRDcmVhdGVBcGlLZXlSZXNwb25zZRInCgNrZXkYASABKAsyGi5saWNlbnNpbmcuYWRtaW4udjEuQXBpS2V5Eg4KBnNlY3JldBgCIAEoCSIoChJMaXN0QXBpS2V5c1JlcXVlc3QSEgoKbGljZW5zZV9pZBgBIAEoCSI/ChNMaXN0QXBpS2V5c1Jlc3BvbnNlEigKBGtleXMYASADKAsyGi5saWNlbnNpbmcuYWRtaW4udjEuQXBpS2V5IiUKE1Jldm9rZUFwaUtleVJlcXVlc3QSDgoGa2V5X2lkGAEgASgJIj8KFFJldm9rZUFwaUtleVJlc3BvbnNlEicKA2tleRgBIAEoCzIaLmxpY2Vuc2luZy5hZG1pbi52MS5BcGlLZXkiuAEKBklzc3VlchIKCgJpZBgBIAEoCRIOCgZpc3N1ZXIYAiABKAkSEAoIandrc191cmwYAyABKAkSEQoJYXVkaWVuY2VzGAQgAygJEhIKCmFsZ29yaXRobXMYBSADKAkSFQoNbGljZW5zZV9jbGFpbRgGIAEoCRIVCg1hY2NvdW50X2NsYWltGAcgASgJEhMKC3JvbGVzX2NsYWltGAggASgJEhYKDmxlZXdheV9zZWNvbmRzGAkgASgFIhQKEkxpc3RJc3N1ZXJzUmVxdWVzdCJCChNMaXN0SXNzdWVyc1Jlc3BvbnNlEisKB2lzc3VlcnMYASADKAsyGi5saWNlbnNpbmcuYWRtaW4udjEuSXNzdWVyIskBChRMaXN0RGVjaXNpb25zUmVxdWVzdBISCgpsaWNlbnNlX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRIQCghkZWNpc2lvbhgDIAEoCRIpCgVzaW5jZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdW50aWwYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgGIAEoBRISCgpwYWdlX3Rva2VuGAcgASgJItgBCg5EZWNpc2lvblJlY29yZBITCgtkZWNpc2lvbl9pZBgBIAEoCRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpsaWNlbnNlX2lkGAMgASgJEg8KB2ZlYXR1cmUYBCABKAkSEAoIZGVjaXNpb24YBSABKAkSDgoGcmVhc29uGAYgASgJEhAKCHF1YW50aXR5GAcgASgDEg0KBWNvdW50GAggASgFEhIKCnJlcGxpY2FfaWQYCSABKAkSCwoDc2VxGAogASgDImcKFUxpc3REZWNpc2lvbnNSZXNwb25zZRI1CglkZWNpc2lvbnMYASADKAsyIi5saWNlbnNpbmcuYWRtaW4udjEuRGVjaXNpb25SZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIi0KF0dldExpY2Vuc2VTdGF0dXNSZXF1ZXN0EhIKCmxpY2Vuc2VfaWQYASABKAki9AEKC1F1b3RhU3RhdHVzEg8KB2ZlYXR1cmUYASABKAkSDQoFbGltaXQYAiABKAMSDgoGcGVyaW9kGAMgASgJEjAKDHBlcmlvZF9zdGFydBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJcmVzZXRzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgR1c2VkGAYgASgDEg4KBmxlYXNlZBgHIAEoAxIQCghzdHJhbmRlZBgIIAEoAxIPCgdvdmVyYWdlGAkgASgDEhMKC3VuYWxsb2NhdGVkGAogASgDIkgKClNlYXRTdGF0dXMSDwoHZmVhdHVyZRgBIAEoCRIMCgRraW5kGAIgASgJEg0KBWxpbWl0GAMgASgDEgwKBGhlbGQYBCABKAMipAEKC0xlYXNlU3RhdHVzEhIKCnJlcGxpY2FfaWQYASABKAkSDwoHZmVhdHVyZRgCIAEoCRIwCgxwZXJpb2Rfc3RhcnQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmFtb3VudBgEIAEoAxIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKEAgoYR2V0TGljZW5zZVN0YXR1c1Jlc3BvbnNlEiwKB2xpY2Vuc2UYASABKAsyGy5saWNlbnNpbmcuYWRtaW4udjEuTGljZW5zZRIvCgZxdW90YXMYAiADKAsyHy5saWNlbnNpbmcuYWRtaW4udjEuUXVvdGFTdGF0dXMSLQoFc2VhdHMYAyADKAsyHi5saWNlbnNpbmcuYWRtaW4udjEuU2VhdFN0YXR1cxIvCgZsZWFzZXMYBCADKAsyHy5saWNlbnNpbmcuYWRtaW4udjEuTGVhc2VTdGF0dXMSKQoFYXNfb2YYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqMBChFBY2NvdW50QWRtaW5Ub2tlbhIKCgJpZBgBIAEoCRISCgphY2NvdW50X2lkGAIgASgJEg4KBnByZWZpeBgDIAEoCRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJACh5DcmVhdGVBY2NvdW50QWRtaW5Ub2tlblJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIKCgJpZBgCIAEoCSJnCh9DcmVhdGVBY2NvdW50QWRtaW5Ub2tlblJlc3BvbnNlEjQKBXRva2VuGAEgASgLMiUubGljZW5zaW5nLmFkbWluLnYxLkFjY291bnRBZG1pblRva2VuEg4KBnNlY3JldBgCIAEoCSIzCh1MaXN0QWNjb3VudEFkbWluVG9rZW5zUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJIlcKHkxpc3RBY2NvdW50QWRtaW5Ub2tlbnNSZXNwb25zZRI1CgZ0b2tlbnMYASADKAsyJS5saWNlbnNpbmcuYWRtaW4udjEuQWNjb3VudEFkbWluVG9rZW4iLAoeUmV2b2tlQWNjb3VudEFkbWluVG9rZW5SZXF1ZXN0EgoKAmlkGAEgASgJIlcKH1Jldm9rZUFjY291bnRBZG1pblRva2VuUmVzcG9uc2USNAoFdG9rZW4YASABKAsyJS5saWNlbnNpbmcuYWRtaW4udjEuQWNjb3VudEFkbWluVG9rZW4iPgoYR2V0VXNhZ2VTdGF0ZW1lbnRSZXF1ZXN0EhIKCmxpY2Vuc2VfaWQYASABKAkSDgoGcGVyaW9kGAIgASgJIrQBChJVc2FnZVN0YXRlbWVudExpbmUSDwoHZmVhdHVyZRgBIAEoCRIMCgRraW5kGAIgASgJEhQKDHF1b3RhX3BlcmlvZBgDIAEoCRIVCghpbmNsdWRlZBgEIAEoA0gAiAEBEgwKBHVzZWQYBSABKAMSDwoHb3ZlcmFnZRgGIAEoAxISCgp1bml0X3ByaWNlGAcgASgDEhIKCmFtb3VudF9kdWUYCCABKANCCwoJX2luY2x1ZGVkImYKFUNhcGFjaXR5U3RhdGVtZW50TGluZRIPCgdmZWF0dXJlGAEgASgJEhQKDHVuaXRfc2Vjb25kcxgCIAEoAxISCgp1bml0X3ByaWNlGAMgASgDEhIKCmFtb3VudF9kdWUYBCABKAMinAMKGUdldFVzYWdlU3RhdGVtZW50UmVzcG9uc2USEgoKbGljZW5zZV9pZBgBIAEoCRISCgphY2NvdW50X2lkGAIgASgJEgwKBHBsYW4YAyABKAkSDgoGcGVyaW9kGAQgASgJEjAKDHBlcmlvZF9zdGFydBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcGVyaW9kX2VuZBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIY3VycmVuY3kYByABKAkSNQoFbGluZXMYCCADKAsyJi5saWNlbnNpbmcuYWRtaW4udjEuVXNhZ2VTdGF0ZW1lbnRMaW5lEjsKCGNhcGFjaXR5GAkgAygLMikubGljZW5zaW5nLmFkbWluLnYxLkNhcGFjaXR5U3RhdGVtZW50TGluZRIRCgl0b3RhbF9kdWUYCiABKAMSDQoFZmluYWwYCyABKAgSLwoLY29tcHV0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKnsKDENoYW5nZUFjdGlvbhIdChlDSEFOR0VfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGAoUQ0hBTkdFX0FDVElPTl9DUkVBVEUQARIYChRDSEFOR0VfQUNUSU9OX1VQREFURRACEhgKFENIQU5HRV9BQ1RJT05fREVMRVRFEAMy3RQKDEFkbWluU2VydmljZRJOCgVBcHBseRIgLmxpY2Vuc2luZy5hZG1pbi52MS5BcHBseVJlcXVlc3QaIS5saWNlbnNpbmcuYWRtaW4udjEuQXBwbHlSZXNwb25zZSIAElEKBkV4cG9ydBIhLmxpY2Vuc2luZy5hZG1pbi52MS5FeHBvcnRSZXF1ZXN0GiIubGljZW5zaW5nLmFkbWluLnYxLkV4cG9ydFJlc3BvbnNlIgAScgoRSXNzdWVMaWNlbnNlVG9rZW4SLC5saWNlbnNpbmcuYWRtaW4udjEuSXNzdWVMaWNlbnNlVG9rZW5SZXF1ZXN0Gi0ubGljZW5zaW5nLmFkbWluLnYxLklzc3VlTGljZW5zZVRva2VuUmVzcG9uc2UiABJvChBSb3RhdGVTaWduaW5nS2V5EisubGljZW5zaW5nLmFkbWluLnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXF1ZXN0GiwubGljZW5zaW5nLmFkbWluLnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZSIAEmwKD0xpc3RTaWduaW5nS2V5cxIqLmxpY2Vuc2luZy5hZG1pbi52MS5MaXN0U2lnbmluZ0tleXNSZXF1ZXN0GisubGljZW5zaW5nLmFkbWluLnYxLkxpc3RTaWduaW5nS2V5c1Jlc3BvbnNlIgASbwoQUmV0aXJlU2lnbmluZ0tleRIrLmxpY2Vuc2luZy5hZG1pbi52MS5SZXRpcmVTaWduaW5nS2V5UmVxdWVzdBosLmxpY2Vuc2luZy5hZG1pbi52MS5SZXRpcmVTaWduaW5nS2V5UmVzcG9uc2UiABJjCgxMaXN0QWNjb3VudHMSJy5saWNlbnNpbmcuYWRtaW4udjEuTGlzdEFjY291bnRzUmVxdWVzdBooLmxpY2Vuc2luZy5hZG1pbi52MS5MaXN0QWNjb3VudHNSZXNwb25zZSIAEl0KCkdldEFjY291bnQSJS5saWNlbnNpbmcuYWRtaW4udjEuR2V0QWNjb3VudFJlcXVlc3QaJi5saWNlbnNpbmcuYWRtaW4udjEuR2V0QWNjb3VudFJlc3BvbnNlIgASWgoJTGlzdFBsYW5zEiQubGljZW5zaW5nLmFkbWluLnYxLkxpc3RQbGFuc1JlcXVlc3QaJS5saWNlbnNpbmcuYWRtaW4udjEuTGlzdFBsYW5zUmVzcG9uc2UiABJUCgdHZXRQbGFuEiIubGljZW5zaW5nLmFkbWluLnYxLkdldFBsYW5SZXF1ZXN0GiMubGljZW5zaW5nLmFkbWluLnYxLkdldFBsYW5SZXNwb25zZSIAEmMKDExpc3RMaWNlbnNlcxInLmxpY2Vuc2luZy5hZG1pbi52MS5MaXN0TGljZW5zZXNSZXF1ZXN0GigubGljZW5zaW5nLmFkbWluLnYxLkxpc3RMaWNlbnNlc1Jlc3BvbnNlIgASXQoKR2V0TGljZW5zZRIlLmxpY2Vuc2luZy5hZG1pbi52MS5HZXRMaWNlbnNlUmVxdWVzdBomLmxpY2Vuc2luZy5hZG1pbi52MS5HZXRMaWNlbnNlUmVzcG9uc2UiABJpCg5TdXNwZW5kTGljZW5zZRIpLmxpY2Vuc2luZy5hZG1pbi52MS5TdXNwZW5kTGljZW5zZVJlcXVlc3QaKi5saWNlbnNpbmcuYWRtaW4udjEuU3VzcGVuZExpY2Vuc2VSZXNwb25zZSIAEm8KEFJlaW5zdGF0ZUxpY2Vuc2USKy5saWNlbnNpbmcuYWRtaW4udjEuUmVpbnN0YXRlTGljZW5zZVJlcXVlc3QaLC5saWNlbnNpbmcuYWRtaW4udjEuUmVpbnN0YXRlTGljZW5zZVJlc3BvbnNlIgASYwoMUmVuZXdMaWNlbnNlEicubGljZW5zaW5nLmFkbWluLnYxLlJlbmV3TGljZW5zZVJlcXVlc3QaKC5saWNlbnNpbmcuYWRtaW4udjEuUmVuZXdMaWNlbnNlUmVzcG9uc2UiABJjCgxDcmVhdGVBcGlLZXkSJy5saWNlbnNpbmcuYWRtaW4udjEuQ3JlYXRlQXBpS2V5UmVxdWVzdBooLmxpY2Vuc2luZy5hZG1pbi52MS5DcmVhdGVBcGlLZXlSZXNwb25zZSIAEmAKC0xpc3RBcGlLZXlzEiYubGljZW5zaW5nLmFkbWluLnYxLkxpc3RBcGlLZXlzUmVxdWVzdBonLmxpY2Vuc2luZy5hZG1pbi52MS5MaXN0QXBpS2V5c1Jlc3BvbnNlIgASYwoMUmV2b2tlQXBpS2V5EicubGljZW5zaW5nLmFkbWluLnYxLlJldm9rZUFwaUtleVJlcXVlc3QaKC5saWNlbnNpbmcuYWRtaW4udjEuUmV2b2tlQXBpS2V5UmVzcG9uc2UiABJgCgtMaXN0SXNzdWVycxImLmxpY2Vuc2luZy5hZG1pbi52MS5MaXN0SXNzdWVyc1JlcXVlc3QaJy5saWNlbnNpbmcuYWRtaW4udjEuTGlzdElzc3VlcnNSZXNwb25zZSIAEmYKDUxpc3REZWNpc2lvbnMSKC5saWNlbnNpbmcuYWRtaW4udjEuTGlzdERlY2lzaW9uc1JlcXVlc3QaKS5saWNlbnNpbmcuYWRtaW4udjEuTGlzdERlY2lzaW9uc1Jlc3BvbnNlIgASbwoQR2V0TGljZW5zZVN0YXR1cxIrLmxpY2Vuc2luZy5hZG1pbi52MS5HZXRMaWNlbnNlU3RhdHVzUmVxdWVzdBosLmxpY2Vuc2luZy5hZG1pbi52MS5HZXRMaWNlbnNlU3RhdHVzUmVzcG9uc2UiABKEAQoXQ3JlYXRlQWNjb3VudEFkbWluVG9rZW4SMi5saWNlbnNpbmcuYWRtaW4udjEuQ3JlYXRlQWNjb3VudEFkbWluVG9rZW5SZXF1ZXN0GjMubGljZW5zaW5nLmFkbWluLnYxLkNyZWF0ZUFjY291bnRBZG1pblRva2VuUmVzcG9uc2UiABKBAQoWTGlzdEFjY291bnRBZG1pblRva2VucxIxLmxpY2Vuc2luZy5hZG1pbi52MS5MaXN0QWNjb3VudEFkbWluVG9rZW5zUmVxdWVzdBoyLmxpY2Vuc2luZy5hZG1pbi52MS5MaXN0QWNjb3VudEFkbWluVG9rZW5zUmVzcG9uc2UiABKEAQoXUmV2b2tlQWNjb3VudEFkbWluVG9rZW4SMi5saWNlbnNpbmcuYWRtaW4udjEuUmV2b2tlQWNjb3VudEFkbWluVG9rZW5SZXF1ZXN0GjMubGljZW5zaW5nLmFkbWluLnYxLlJldm9rZUFjY291bnRBZG1pblRva2VuUmVzcG9uc2UiABJyChFHZXRVc2FnZVN0YXRlbWVudBIsLmxpY2Vuc2luZy5hZG1pbi52MS5HZXRVc2FnZVN0YXRlbWVudFJlcXVlc3QaLS5saWNlbnNpbmcuYWRtaW4udjEuR2V0VXNhZ2VTdGF0ZW1lbnRSZXNwb25zZSIAYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * ApplyRequest carries a rules document.
@@ -439,6 +439,1859 @@ export const RetireSigningKeyResponseSchema: GenMessage<RetireSigningKeyResponse
   messageDesc(file_licensing_admin_v1_admin, 14);
 
 /**
+ * Account is a customer.
+ *
+ * @generated from message licensing.admin.v1.Account
+ */
+export type Account = Message<"licensing.admin.v1.Account"> & {
+  /**
+   * The account id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Its display name.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * When it was created.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 3;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * When it last changed.
+   *
+   * @generated from field: google.protobuf.Timestamp updated_at = 4;
+   */
+  updatedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensing.admin.v1.Account.
+ * Use `create(AccountSchema)` to create a new message.
+ */
+export const AccountSchema: GenMessage<Account> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 15);
+
+/**
+ * ListAccountsRequest pages through accounts by id.
+ *
+ * @generated from message licensing.admin.v1.ListAccountsRequest
+ */
+export type ListAccountsRequest = Message<"licensing.admin.v1.ListAccountsRequest"> & {
+  /**
+   * Most accounts per page, 1 to 1000; 0 means 100.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page; empty for the first.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.ListAccountsRequest.
+ * Use `create(ListAccountsRequestSchema)` to create a new message.
+ */
+export const ListAccountsRequestSchema: GenMessage<ListAccountsRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 16);
+
+/**
+ * ListAccountsResponse is one page of accounts.
+ *
+ * @generated from message licensing.admin.v1.ListAccountsResponse
+ */
+export type ListAccountsResponse = Message<"licensing.admin.v1.ListAccountsResponse"> & {
+  /**
+   * The accounts, by id.
+   *
+   * @generated from field: repeated licensing.admin.v1.Account accounts = 1;
+   */
+  accounts: Account[];
+
+  /**
+   * Pass as page_token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.ListAccountsResponse.
+ * Use `create(ListAccountsResponseSchema)` to create a new message.
+ */
+export const ListAccountsResponseSchema: GenMessage<ListAccountsResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 17);
+
+/**
+ * GetAccountRequest names an account.
+ *
+ * @generated from message licensing.admin.v1.GetAccountRequest
+ */
+export type GetAccountRequest = Message<"licensing.admin.v1.GetAccountRequest"> & {
+  /**
+   * The account id.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.GetAccountRequest.
+ * Use `create(GetAccountRequestSchema)` to create a new message.
+ */
+export const GetAccountRequestSchema: GenMessage<GetAccountRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 18);
+
+/**
+ * GetAccountResponse is the account and its licences.
+ *
+ * @generated from message licensing.admin.v1.GetAccountResponse
+ */
+export type GetAccountResponse = Message<"licensing.admin.v1.GetAccountResponse"> & {
+  /**
+   * The account.
+   *
+   * @generated from field: licensing.admin.v1.Account account = 1;
+   */
+  account?: Account | undefined;
+
+  /**
+   * Ids of its licences, sorted.
+   *
+   * @generated from field: repeated string license_ids = 2;
+   */
+  licenseIds: string[];
+};
+
+/**
+ * Describes the message licensing.admin.v1.GetAccountResponse.
+ * Use `create(GetAccountResponseSchema)` to create a new message.
+ */
+export const GetAccountResponseSchema: GenMessage<GetAccountResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 19);
+
+/**
+ * Entitlement is one limit on one feature.
+ *
+ * @generated from message licensing.admin.v1.Entitlement
+ */
+export type Entitlement = Message<"licensing.admin.v1.Entitlement"> & {
+  /**
+   * The feature key, e.g. "reports.export".
+   *
+   * @generated from field: string feature = 1;
+   */
+  feature: string;
+
+  /**
+   * "boolean", "quota", "rate", "seats" or "capacity".
+   *
+   * @generated from field: string kind = 2;
+   */
+  kind: string;
+
+  /**
+   * Units per period (quota), per window (rate), seats, or capacity units; absent for boolean.
+   *
+   * @generated from field: optional int64 limit = 3;
+   */
+  limit?: bigint | undefined;
+
+  /**
+   * "second", "minute", "hour", "day", "month" or "lifetime"; empty when not applicable.
+   *
+   * @generated from field: string period = 4;
+   */
+  period: string;
+
+  /**
+   * Token-bucket size of rate limits; absent means equal to the limit.
+   *
+   * @generated from field: optional int64 burst = 5;
+   */
+  burst?: bigint | undefined;
+
+  /**
+   * "block" or "allow_and_bill".
+   *
+   * @generated from field: string overage = 6;
+   */
+  overage: string;
+
+  /**
+   * "fail_closed" or "fail_open".
+   *
+   * @generated from field: string failure_mode = 7;
+   */
+  failureMode: string;
+
+  /**
+   * Roles or scopes of which the caller must hold one; empty: none required.
+   *
+   * @generated from field: repeated string roles = 8;
+   */
+  roles: string[];
+
+  /**
+   * Price per unit (or unit-hour) in minor currency units; absent when not priced.
+   *
+   * @generated from field: optional int64 unit_price = 9;
+   */
+  unitPrice?: bigint | undefined;
+
+  /**
+   * True when this entitlement is the licence's override rather than the plan's.
+   *
+   * @generated from field: bool override = 10;
+   */
+  override: boolean;
+};
+
+/**
+ * Describes the message licensing.admin.v1.Entitlement.
+ * Use `create(EntitlementSchema)` to create a new message.
+ */
+export const EntitlementSchema: GenMessage<Entitlement> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 20);
+
+/**
+ * Plan is a named set of entitlements.
+ *
+ * @generated from message licensing.admin.v1.Plan
+ */
+export type Plan = Message<"licensing.admin.v1.Plan"> & {
+  /**
+   * The plan name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Its description; empty when none.
+   *
+   * @generated from field: string description = 2;
+   */
+  description: string;
+
+  /**
+   * Its entitlements, by feature and kind.
+   *
+   * @generated from field: repeated licensing.admin.v1.Entitlement entitlements = 3;
+   */
+  entitlements: Entitlement[];
+};
+
+/**
+ * Describes the message licensing.admin.v1.Plan.
+ * Use `create(PlanSchema)` to create a new message.
+ */
+export const PlanSchema: GenMessage<Plan> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 21);
+
+/**
+ * ListPlansRequest is empty.
+ *
+ * @generated from message licensing.admin.v1.ListPlansRequest
+ */
+export type ListPlansRequest = Message<"licensing.admin.v1.ListPlansRequest"> & {
+};
+
+/**
+ * Describes the message licensing.admin.v1.ListPlansRequest.
+ * Use `create(ListPlansRequestSchema)` to create a new message.
+ */
+export const ListPlansRequestSchema: GenMessage<ListPlansRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 22);
+
+/**
+ * ListPlansResponse lists plans by name.
+ *
+ * @generated from message licensing.admin.v1.ListPlansResponse
+ */
+export type ListPlansResponse = Message<"licensing.admin.v1.ListPlansResponse"> & {
+  /**
+   * The plans.
+   *
+   * @generated from field: repeated licensing.admin.v1.Plan plans = 1;
+   */
+  plans: Plan[];
+};
+
+/**
+ * Describes the message licensing.admin.v1.ListPlansResponse.
+ * Use `create(ListPlansResponseSchema)` to create a new message.
+ */
+export const ListPlansResponseSchema: GenMessage<ListPlansResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 23);
+
+/**
+ * GetPlanRequest names a plan.
+ *
+ * @generated from message licensing.admin.v1.GetPlanRequest
+ */
+export type GetPlanRequest = Message<"licensing.admin.v1.GetPlanRequest"> & {
+  /**
+   * The plan name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.GetPlanRequest.
+ * Use `create(GetPlanRequestSchema)` to create a new message.
+ */
+export const GetPlanRequestSchema: GenMessage<GetPlanRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 24);
+
+/**
+ * GetPlanResponse is the plan.
+ *
+ * @generated from message licensing.admin.v1.GetPlanResponse
+ */
+export type GetPlanResponse = Message<"licensing.admin.v1.GetPlanResponse"> & {
+  /**
+   * The plan.
+   *
+   * @generated from field: licensing.admin.v1.Plan plan = 1;
+   */
+  plan?: Plan | undefined;
+};
+
+/**
+ * Describes the message licensing.admin.v1.GetPlanResponse.
+ * Use `create(GetPlanResponseSchema)` to create a new message.
+ */
+export const GetPlanResponseSchema: GenMessage<GetPlanResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 25);
+
+/**
+ * License is a licence, without its entitlements.
+ *
+ * @generated from message licensing.admin.v1.License
+ */
+export type License = Message<"licensing.admin.v1.License"> & {
+  /**
+   * The licence id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The account that holds it.
+   *
+   * @generated from field: string account_id = 2;
+   */
+  accountId: string;
+
+  /**
+   * The plan it is on.
+   *
+   * @generated from field: string plan = 3;
+   */
+  plan: string;
+
+  /**
+   * "active" or "suspended".
+   *
+   * @generated from field: string status = 4;
+   */
+  status: string;
+
+  /**
+   * Start of the validity window; unset: valid since forever.
+   *
+   * @generated from field: google.protobuf.Timestamp valid_from = 5;
+   */
+  validFrom?: Timestamp | undefined;
+
+  /**
+   * End of the validity window; unset: valid forever.
+   *
+   * @generated from field: google.protobuf.Timestamp valid_until = 6;
+   */
+  validUntil?: Timestamp | undefined;
+
+  /**
+   * Environments it may be used in; empty: every environment.
+   *
+   * @generated from field: repeated string environments = 7;
+   */
+  environments: string[];
+
+  /**
+   * Grows with every change to the licence, its overrides or its keys (policy_version in Check).
+   *
+   * @generated from field: int64 version = 8;
+   */
+  version: bigint;
+
+  /**
+   * When it was created.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 9;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * When it last changed.
+   *
+   * @generated from field: google.protobuf.Timestamp updated_at = 10;
+   */
+  updatedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensing.admin.v1.License.
+ * Use `create(LicenseSchema)` to create a new message.
+ */
+export const LicenseSchema: GenMessage<License> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 26);
+
+/**
+ * ListLicensesRequest pages through licences by id.
+ *
+ * @generated from message licensing.admin.v1.ListLicensesRequest
+ */
+export type ListLicensesRequest = Message<"licensing.admin.v1.ListLicensesRequest"> & {
+  /**
+   * Only this account's licences; empty: every licence the caller may see.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * Most licences per page, 1 to 1000; 0 means 100.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page; empty for the first.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.ListLicensesRequest.
+ * Use `create(ListLicensesRequestSchema)` to create a new message.
+ */
+export const ListLicensesRequestSchema: GenMessage<ListLicensesRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 27);
+
+/**
+ * ListLicensesResponse is one page of licences.
+ *
+ * @generated from message licensing.admin.v1.ListLicensesResponse
+ */
+export type ListLicensesResponse = Message<"licensing.admin.v1.ListLicensesResponse"> & {
+  /**
+   * The licences, by id.
+   *
+   * @generated from field: repeated licensing.admin.v1.License licenses = 1;
+   */
+  licenses: License[];
+
+  /**
+   * Pass as page_token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.ListLicensesResponse.
+ * Use `create(ListLicensesResponseSchema)` to create a new message.
+ */
+export const ListLicensesResponseSchema: GenMessage<ListLicensesResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 28);
+
+/**
+ * GetLicenseRequest names a licence.
+ *
+ * @generated from message licensing.admin.v1.GetLicenseRequest
+ */
+export type GetLicenseRequest = Message<"licensing.admin.v1.GetLicenseRequest"> & {
+  /**
+   * The licence id.
+   *
+   * @generated from field: string license_id = 1;
+   */
+  licenseId: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.GetLicenseRequest.
+ * Use `create(GetLicenseRequestSchema)` to create a new message.
+ */
+export const GetLicenseRequestSchema: GenMessage<GetLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 29);
+
+/**
+ * GetLicenseResponse is the licence with what it entitles.
+ *
+ * @generated from message licensing.admin.v1.GetLicenseResponse
+ */
+export type GetLicenseResponse = Message<"licensing.admin.v1.GetLicenseResponse"> & {
+  /**
+   * The licence.
+   *
+   * @generated from field: licensing.admin.v1.License license = 1;
+   */
+  license?: License | undefined;
+
+  /**
+   * Its effective entitlements: the plan's, each replaced by an override of the same feature
+   * and kind; by feature, then kind.
+   *
+   * @generated from field: repeated licensing.admin.v1.Entitlement entitlements = 2;
+   */
+  entitlements: Entitlement[];
+};
+
+/**
+ * Describes the message licensing.admin.v1.GetLicenseResponse.
+ * Use `create(GetLicenseResponseSchema)` to create a new message.
+ */
+export const GetLicenseResponseSchema: GenMessage<GetLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 30);
+
+/**
+ * SuspendLicenseRequest names the licence to suspend.
+ *
+ * @generated from message licensing.admin.v1.SuspendLicenseRequest
+ */
+export type SuspendLicenseRequest = Message<"licensing.admin.v1.SuspendLicenseRequest"> & {
+  /**
+   * The licence id.
+   *
+   * @generated from field: string license_id = 1;
+   */
+  licenseId: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.SuspendLicenseRequest.
+ * Use `create(SuspendLicenseRequestSchema)` to create a new message.
+ */
+export const SuspendLicenseRequestSchema: GenMessage<SuspendLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 31);
+
+/**
+ * SuspendLicenseResponse is the licence after the change.
+ *
+ * @generated from message licensing.admin.v1.SuspendLicenseResponse
+ */
+export type SuspendLicenseResponse = Message<"licensing.admin.v1.SuspendLicenseResponse"> & {
+  /**
+   * The licence.
+   *
+   * @generated from field: licensing.admin.v1.License license = 1;
+   */
+  license?: License | undefined;
+};
+
+/**
+ * Describes the message licensing.admin.v1.SuspendLicenseResponse.
+ * Use `create(SuspendLicenseResponseSchema)` to create a new message.
+ */
+export const SuspendLicenseResponseSchema: GenMessage<SuspendLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 32);
+
+/**
+ * ReinstateLicenseRequest names the licence to reinstate.
+ *
+ * @generated from message licensing.admin.v1.ReinstateLicenseRequest
+ */
+export type ReinstateLicenseRequest = Message<"licensing.admin.v1.ReinstateLicenseRequest"> & {
+  /**
+   * The licence id.
+   *
+   * @generated from field: string license_id = 1;
+   */
+  licenseId: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.ReinstateLicenseRequest.
+ * Use `create(ReinstateLicenseRequestSchema)` to create a new message.
+ */
+export const ReinstateLicenseRequestSchema: GenMessage<ReinstateLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 33);
+
+/**
+ * ReinstateLicenseResponse is the licence after the change.
+ *
+ * @generated from message licensing.admin.v1.ReinstateLicenseResponse
+ */
+export type ReinstateLicenseResponse = Message<"licensing.admin.v1.ReinstateLicenseResponse"> & {
+  /**
+   * The licence.
+   *
+   * @generated from field: licensing.admin.v1.License license = 1;
+   */
+  license?: License | undefined;
+};
+
+/**
+ * Describes the message licensing.admin.v1.ReinstateLicenseResponse.
+ * Use `create(ReinstateLicenseResponseSchema)` to create a new message.
+ */
+export const ReinstateLicenseResponseSchema: GenMessage<ReinstateLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 34);
+
+/**
+ * RenewLicenseRequest moves a licence's end of validity.
+ *
+ * @generated from message licensing.admin.v1.RenewLicenseRequest
+ */
+export type RenewLicenseRequest = Message<"licensing.admin.v1.RenewLicenseRequest"> & {
+  /**
+   * The licence id.
+   *
+   * @generated from field: string license_id = 1;
+   */
+  licenseId: string;
+
+  /**
+   * The new end of the validity window. Required.
+   *
+   * @generated from field: google.protobuf.Timestamp valid_until = 2;
+   */
+  validUntil?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensing.admin.v1.RenewLicenseRequest.
+ * Use `create(RenewLicenseRequestSchema)` to create a new message.
+ */
+export const RenewLicenseRequestSchema: GenMessage<RenewLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 35);
+
+/**
+ * RenewLicenseResponse is the licence after the change.
+ *
+ * @generated from message licensing.admin.v1.RenewLicenseResponse
+ */
+export type RenewLicenseResponse = Message<"licensing.admin.v1.RenewLicenseResponse"> & {
+  /**
+   * The licence.
+   *
+   * @generated from field: licensing.admin.v1.License license = 1;
+   */
+  license?: License | undefined;
+};
+
+/**
+ * Describes the message licensing.admin.v1.RenewLicenseResponse.
+ * Use `create(RenewLicenseResponseSchema)` to create a new message.
+ */
+export const RenewLicenseResponseSchema: GenMessage<RenewLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 36);
+
+/**
+ * ApiKey describes an API key; never its secret.
+ *
+ * @generated from message licensing.admin.v1.ApiKey
+ */
+export type ApiKey = Message<"licensing.admin.v1.ApiKey"> & {
+  /**
+   * The key id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The licence it belongs to.
+   *
+   * @generated from field: string license_id = 2;
+   */
+  licenseId: string;
+
+  /**
+   * The non-secret start of the key, e.g. "lk_live_3fQ9".
+   *
+   * @generated from field: string prefix = 3;
+   */
+  prefix: string;
+
+  /**
+   * Scopes the key carries (matched against entitlements' roles).
+   *
+   * @generated from field: repeated string scopes = 4;
+   */
+  scopes: string[];
+
+  /**
+   * When it stops working; unset: never.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 5;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * When it was revoked; unset: not revoked.
+   *
+   * @generated from field: google.protobuf.Timestamp revoked_at = 6;
+   */
+  revokedAt?: Timestamp | undefined;
+
+  /**
+   * When it was created.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 7;
+   */
+  createdAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensing.admin.v1.ApiKey.
+ * Use `create(ApiKeySchema)` to create a new message.
+ */
+export const ApiKeySchema: GenMessage<ApiKey> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 37);
+
+/**
+ * CreateApiKeyRequest describes the key to create.
+ *
+ * @generated from message licensing.admin.v1.CreateApiKeyRequest
+ */
+export type CreateApiKeyRequest = Message<"licensing.admin.v1.CreateApiKeyRequest"> & {
+  /**
+   * The licence the key is for. Required.
+   *
+   * @generated from field: string license_id = 1;
+   */
+  licenseId: string;
+
+  /**
+   * The key's id; empty: "<license_id>-<random>" is chosen.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * Scopes the key carries.
+   *
+   * @generated from field: repeated string scopes = 3;
+   */
+  scopes: string[];
+
+  /**
+   * When the key stops working; unset: never.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 4;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensing.admin.v1.CreateApiKeyRequest.
+ * Use `create(CreateApiKeyRequestSchema)` to create a new message.
+ */
+export const CreateApiKeyRequestSchema: GenMessage<CreateApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 38);
+
+/**
+ * CreateApiKeyResponse carries the new key and its secret, shown this once.
+ *
+ * @generated from message licensing.admin.v1.CreateApiKeyResponse
+ */
+export type CreateApiKeyResponse = Message<"licensing.admin.v1.CreateApiKeyResponse"> & {
+  /**
+   * The key.
+   *
+   * @generated from field: licensing.admin.v1.ApiKey key = 1;
+   */
+  key?: ApiKey | undefined;
+
+  /**
+   * The secret to give to the caller ("lk_live_..."). Never shown again.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.CreateApiKeyResponse.
+ * Use `create(CreateApiKeyResponseSchema)` to create a new message.
+ */
+export const CreateApiKeyResponseSchema: GenMessage<CreateApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 39);
+
+/**
+ * ListApiKeysRequest filters API keys.
+ *
+ * @generated from message licensing.admin.v1.ListApiKeysRequest
+ */
+export type ListApiKeysRequest = Message<"licensing.admin.v1.ListApiKeysRequest"> & {
+  /**
+   * Only this licence's keys; empty: every key the caller may see.
+   *
+   * @generated from field: string license_id = 1;
+   */
+  licenseId: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.ListApiKeysRequest.
+ * Use `create(ListApiKeysRequestSchema)` to create a new message.
+ */
+export const ListApiKeysRequestSchema: GenMessage<ListApiKeysRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 40);
+
+/**
+ * ListApiKeysResponse lists keys by id.
+ *
+ * @generated from message licensing.admin.v1.ListApiKeysResponse
+ */
+export type ListApiKeysResponse = Message<"licensing.admin.v1.ListApiKeysResponse"> & {
+  /**
+   * The keys.
+   *
+   * @generated from field: repeated licensing.admin.v1.ApiKey keys = 1;
+   */
+  keys: ApiKey[];
+};
+
+/**
+ * Describes the message licensing.admin.v1.ListApiKeysResponse.
+ * Use `create(ListApiKeysResponseSchema)` to create a new message.
+ */
+export const ListApiKeysResponseSchema: GenMessage<ListApiKeysResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 41);
+
+/**
+ * RevokeApiKeyRequest names the key to revoke.
+ *
+ * @generated from message licensing.admin.v1.RevokeApiKeyRequest
+ */
+export type RevokeApiKeyRequest = Message<"licensing.admin.v1.RevokeApiKeyRequest"> & {
+  /**
+   * The key id.
+   *
+   * @generated from field: string key_id = 1;
+   */
+  keyId: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.RevokeApiKeyRequest.
+ * Use `create(RevokeApiKeyRequestSchema)` to create a new message.
+ */
+export const RevokeApiKeyRequestSchema: GenMessage<RevokeApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 42);
+
+/**
+ * RevokeApiKeyResponse is the key after the change.
+ *
+ * @generated from message licensing.admin.v1.RevokeApiKeyResponse
+ */
+export type RevokeApiKeyResponse = Message<"licensing.admin.v1.RevokeApiKeyResponse"> & {
+  /**
+   * The key.
+   *
+   * @generated from field: licensing.admin.v1.ApiKey key = 1;
+   */
+  key?: ApiKey | undefined;
+};
+
+/**
+ * Describes the message licensing.admin.v1.RevokeApiKeyResponse.
+ * Use `create(RevokeApiKeyResponseSchema)` to create a new message.
+ */
+export const RevokeApiKeyResponseSchema: GenMessage<RevokeApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 43);
+
+/**
+ * Issuer is an identity provider whose JWTs Check accepts.
+ *
+ * @generated from message licensing.admin.v1.Issuer
+ */
+export type Issuer = Message<"licensing.admin.v1.Issuer"> & {
+  /**
+   * The issuer's id in the rules file.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The `iss` claim value.
+   *
+   * @generated from field: string issuer = 2;
+   */
+  issuer: string;
+
+  /**
+   * Where its signing keys are fetched.
+   *
+   * @generated from field: string jwks_url = 3;
+   */
+  jwksUrl: string;
+
+  /**
+   * Accepted `aud` values.
+   *
+   * @generated from field: repeated string audiences = 4;
+   */
+  audiences: string[];
+
+  /**
+   * Accepted JWS algorithms.
+   *
+   * @generated from field: repeated string algorithms = 5;
+   */
+  algorithms: string[];
+
+  /**
+   * The claim naming the licence id; empty when account_claim is used.
+   *
+   * @generated from field: string license_claim = 6;
+   */
+  licenseClaim: string;
+
+  /**
+   * The claim naming the account id; empty when license_claim is used.
+   *
+   * @generated from field: string account_claim = 7;
+   */
+  accountClaim: string;
+
+  /**
+   * The claim carrying roles.
+   *
+   * @generated from field: string roles_claim = 8;
+   */
+  rolesClaim: string;
+
+  /**
+   * Clock-skew leeway in seconds.
+   *
+   * @generated from field: int32 leeway_seconds = 9;
+   */
+  leewaySeconds: number;
+};
+
+/**
+ * Describes the message licensing.admin.v1.Issuer.
+ * Use `create(IssuerSchema)` to create a new message.
+ */
+export const IssuerSchema: GenMessage<Issuer> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 44);
+
+/**
+ * ListIssuersRequest is empty.
+ *
+ * @generated from message licensing.admin.v1.ListIssuersRequest
+ */
+export type ListIssuersRequest = Message<"licensing.admin.v1.ListIssuersRequest"> & {
+};
+
+/**
+ * Describes the message licensing.admin.v1.ListIssuersRequest.
+ * Use `create(ListIssuersRequestSchema)` to create a new message.
+ */
+export const ListIssuersRequestSchema: GenMessage<ListIssuersRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 45);
+
+/**
+ * ListIssuersResponse lists issuers by id.
+ *
+ * @generated from message licensing.admin.v1.ListIssuersResponse
+ */
+export type ListIssuersResponse = Message<"licensing.admin.v1.ListIssuersResponse"> & {
+  /**
+   * The issuers.
+   *
+   * @generated from field: repeated licensing.admin.v1.Issuer issuers = 1;
+   */
+  issuers: Issuer[];
+};
+
+/**
+ * Describes the message licensing.admin.v1.ListIssuersResponse.
+ * Use `create(ListIssuersResponseSchema)` to create a new message.
+ */
+export const ListIssuersResponseSchema: GenMessage<ListIssuersResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 46);
+
+/**
+ * ListDecisionsRequest filters the decision log. Every filter is optional.
+ *
+ * @generated from message licensing.admin.v1.ListDecisionsRequest
+ */
+export type ListDecisionsRequest = Message<"licensing.admin.v1.ListDecisionsRequest"> & {
+  /**
+   * Only decisions about this licence.
+   *
+   * @generated from field: string license_id = 1;
+   */
+  licenseId: string;
+
+  /**
+   * Only this reason, as the Reason enum's name without prefix, e.g. "QUOTA_EXHAUSTED".
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+
+  /**
+   * Only "allow" or "deny".
+   *
+   * @generated from field: string decision = 3;
+   */
+  decision: string;
+
+  /**
+   * Only decisions at or after this time.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 4;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * Only decisions before this time.
+   *
+   * @generated from field: google.protobuf.Timestamp until = 5;
+   */
+  until?: Timestamp | undefined;
+
+  /**
+   * Most rows per page, 1 to 1000; 0 means 100.
+   *
+   * @generated from field: int32 page_size = 6;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page (with the same filters); empty for the first.
+   *
+   * @generated from field: string page_token = 7;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.ListDecisionsRequest.
+ * Use `create(ListDecisionsRequestSchema)` to create a new message.
+ */
+export const ListDecisionsRequestSchema: GenMessage<ListDecisionsRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 47);
+
+/**
+ * DecisionRecord is one row of the decision log.
+ *
+ * @generated from message licensing.admin.v1.DecisionRecord
+ */
+export type DecisionRecord = Message<"licensing.admin.v1.DecisionRecord"> & {
+  /**
+   * The decision's id; empty on aggregated rows (count > 1).
+   *
+   * @generated from field: string decision_id = 1;
+   */
+  decisionId: string;
+
+  /**
+   * When it was decided (aggregated rows: the start of their second).
+   *
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * The licence; empty when the credential resolved to none.
+   *
+   * @generated from field: string license_id = 3;
+   */
+  licenseId: string;
+
+  /**
+   * The feature asked for.
+   *
+   * @generated from field: string feature = 4;
+   */
+  feature: string;
+
+  /**
+   * "allow" or "deny".
+   *
+   * @generated from field: string decision = 5;
+   */
+  decision: string;
+
+  /**
+   * The Reason's name without prefix.
+   *
+   * @generated from field: string reason = 6;
+   */
+  reason: string;
+
+  /**
+   * Units asked for (summed on aggregated rows).
+   *
+   * @generated from field: int64 quantity = 7;
+   */
+  quantity: bigint;
+
+  /**
+   * Decisions this row stands for.
+   *
+   * @generated from field: int32 count = 8;
+   */
+  count: number;
+
+  /**
+   * The replica that decided.
+   *
+   * @generated from field: string replica_id = 9;
+   */
+  replicaId: string;
+
+  /**
+   * Its place in that replica's hash chain.
+   *
+   * @generated from field: int64 seq = 10;
+   */
+  seq: bigint;
+};
+
+/**
+ * Describes the message licensing.admin.v1.DecisionRecord.
+ * Use `create(DecisionRecordSchema)` to create a new message.
+ */
+export const DecisionRecordSchema: GenMessage<DecisionRecord> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 48);
+
+/**
+ * ListDecisionsResponse is one page of decisions, newest first.
+ *
+ * @generated from message licensing.admin.v1.ListDecisionsResponse
+ */
+export type ListDecisionsResponse = Message<"licensing.admin.v1.ListDecisionsResponse"> & {
+  /**
+   * The rows.
+   *
+   * @generated from field: repeated licensing.admin.v1.DecisionRecord decisions = 1;
+   */
+  decisions: DecisionRecord[];
+
+  /**
+   * Pass as page_token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.ListDecisionsResponse.
+ * Use `create(ListDecisionsResponseSchema)` to create a new message.
+ */
+export const ListDecisionsResponseSchema: GenMessage<ListDecisionsResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 49);
+
+/**
+ * GetLicenseStatusRequest names a licence.
+ *
+ * @generated from message licensing.admin.v1.GetLicenseStatusRequest
+ */
+export type GetLicenseStatusRequest = Message<"licensing.admin.v1.GetLicenseStatusRequest"> & {
+  /**
+   * The licence id.
+   *
+   * @generated from field: string license_id = 1;
+   */
+  licenseId: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.GetLicenseStatusRequest.
+ * Use `create(GetLicenseStatusRequestSchema)` to create a new message.
+ */
+export const GetLicenseStatusRequestSchema: GenMessage<GetLicenseStatusRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 50);
+
+/**
+ * QuotaStatus is one quota's state in its current period.
+ *
+ * @generated from message licensing.admin.v1.QuotaStatus
+ */
+export type QuotaStatus = Message<"licensing.admin.v1.QuotaStatus"> & {
+  /**
+   * The feature key.
+   *
+   * @generated from field: string feature = 1;
+   */
+  feature: string;
+
+  /**
+   * Units per period.
+   *
+   * @generated from field: int64 limit = 2;
+   */
+  limit: bigint;
+
+  /**
+   * "hour", "day", "month" or "lifetime".
+   *
+   * @generated from field: string period = 3;
+   */
+  period: string;
+
+  /**
+   * Start of the current period.
+   *
+   * @generated from field: google.protobuf.Timestamp period_start = 4;
+   */
+  periodStart?: Timestamp | undefined;
+
+  /**
+   * When the period ends; unset for lifetime quotas.
+   *
+   * @generated from field: google.protobuf.Timestamp resets_at = 5;
+   */
+  resetsAt?: Timestamp | undefined;
+
+  /**
+   * Units settled as consumed.
+   *
+   * @generated from field: int64 used = 6;
+   */
+  used: bigint;
+
+  /**
+   * Units granted to replicas' leases, not yet settled (spent or not).
+   *
+   * @generated from field: int64 leased = 7;
+   */
+  leased: bigint;
+
+  /**
+   * Units of vanished replicas' leases, never granted again.
+   *
+   * @generated from field: int64 stranded = 8;
+   */
+  stranded: bigint;
+
+  /**
+   * Units allowed past the limit (allow_and_bill).
+   *
+   * @generated from field: int64 overage = 9;
+   */
+  overage: bigint;
+
+  /**
+   * limit - used - leased - stranded, at least 0: units no replica holds yet.
+   *
+   * @generated from field: int64 unallocated = 10;
+   */
+  unallocated: bigint;
+};
+
+/**
+ * Describes the message licensing.admin.v1.QuotaStatus.
+ * Use `create(QuotaStatusSchema)` to create a new message.
+ */
+export const QuotaStatusSchema: GenMessage<QuotaStatus> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 51);
+
+/**
+ * SeatStatus is one seat (or capacity) entitlement's holders.
+ *
+ * @generated from message licensing.admin.v1.SeatStatus
+ */
+export type SeatStatus = Message<"licensing.admin.v1.SeatStatus"> & {
+  /**
+   * The feature key.
+   *
+   * @generated from field: string feature = 1;
+   */
+  feature: string;
+
+  /**
+   * "seats" or "capacity".
+   *
+   * @generated from field: string kind = 2;
+   */
+  kind: string;
+
+  /**
+   * Most concurrent holders.
+   *
+   * @generated from field: int64 limit = 3;
+   */
+  limit: bigint;
+
+  /**
+   * Instances holding an unexpired lease now.
+   *
+   * @generated from field: int64 held = 4;
+   */
+  held: bigint;
+};
+
+/**
+ * Describes the message licensing.admin.v1.SeatStatus.
+ * Use `create(SeatStatusSchema)` to create a new message.
+ */
+export const SeatStatusSchema: GenMessage<SeatStatus> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 52);
+
+/**
+ * LeaseStatus is what one replica holds of one quota.
+ *
+ * @generated from message licensing.admin.v1.LeaseStatus
+ */
+export type LeaseStatus = Message<"licensing.admin.v1.LeaseStatus"> & {
+  /**
+   * The replica.
+   *
+   * @generated from field: string replica_id = 1;
+   */
+  replicaId: string;
+
+  /**
+   * The feature key.
+   *
+   * @generated from field: string feature = 2;
+   */
+  feature: string;
+
+  /**
+   * The period the lease is for.
+   *
+   * @generated from field: google.protobuf.Timestamp period_start = 3;
+   */
+  periodStart?: Timestamp | undefined;
+
+  /**
+   * Units held.
+   *
+   * @generated from field: int64 amount = 4;
+   */
+  amount: bigint;
+
+  /**
+   * When the lease lapses unless renewed.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 5;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensing.admin.v1.LeaseStatus.
+ * Use `create(LeaseStatusSchema)` to create a new message.
+ */
+export const LeaseStatusSchema: GenMessage<LeaseStatus> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 53);
+
+/**
+ * GetLicenseStatusResponse is the licence's live usage against its limits.
+ *
+ * @generated from message licensing.admin.v1.GetLicenseStatusResponse
+ */
+export type GetLicenseStatusResponse = Message<"licensing.admin.v1.GetLicenseStatusResponse"> & {
+  /**
+   * The licence.
+   *
+   * @generated from field: licensing.admin.v1.License license = 1;
+   */
+  license?: License | undefined;
+
+  /**
+   * Its quotas, in their current period, by feature.
+   *
+   * @generated from field: repeated licensing.admin.v1.QuotaStatus quotas = 2;
+   */
+  quotas: QuotaStatus[];
+
+  /**
+   * Its seat and capacity entitlements, by feature.
+   *
+   * @generated from field: repeated licensing.admin.v1.SeatStatus seats = 3;
+   */
+  seats: SeatStatus[];
+
+  /**
+   * Quota leases held by replicas, by replica then feature.
+   *
+   * @generated from field: repeated licensing.admin.v1.LeaseStatus leases = 4;
+   */
+  leases: LeaseStatus[];
+
+  /**
+   * When this status was read.
+   *
+   * @generated from field: google.protobuf.Timestamp as_of = 5;
+   */
+  asOf?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensing.admin.v1.GetLicenseStatusResponse.
+ * Use `create(GetLicenseStatusResponseSchema)` to create a new message.
+ */
+export const GetLicenseStatusResponseSchema: GenMessage<GetLicenseStatusResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 54);
+
+/**
+ * AccountAdminToken describes an account-scoped admin token; never its secret.
+ *
+ * @generated from message licensing.admin.v1.AccountAdminToken
+ */
+export type AccountAdminToken = Message<"licensing.admin.v1.AccountAdminToken"> & {
+  /**
+   * The token's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The account it may administer.
+   *
+   * @generated from field: string account_id = 2;
+   */
+  accountId: string;
+
+  /**
+   * The non-secret start of the token, e.g. "lk_adm_3fQ9x".
+   *
+   * @generated from field: string prefix = 3;
+   */
+  prefix: string;
+
+  /**
+   * When it was created.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 4;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * When it was revoked; unset: not revoked.
+   *
+   * @generated from field: google.protobuf.Timestamp revoked_at = 5;
+   */
+  revokedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensing.admin.v1.AccountAdminToken.
+ * Use `create(AccountAdminTokenSchema)` to create a new message.
+ */
+export const AccountAdminTokenSchema: GenMessage<AccountAdminToken> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 55);
+
+/**
+ * CreateAccountAdminTokenRequest names the account.
+ *
+ * @generated from message licensing.admin.v1.CreateAccountAdminTokenRequest
+ */
+export type CreateAccountAdminTokenRequest = Message<"licensing.admin.v1.CreateAccountAdminTokenRequest"> & {
+  /**
+   * The account the token may administer. Required.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * The token's id; empty: "<account_id>-<random>" is chosen.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.CreateAccountAdminTokenRequest.
+ * Use `create(CreateAccountAdminTokenRequestSchema)` to create a new message.
+ */
+export const CreateAccountAdminTokenRequestSchema: GenMessage<CreateAccountAdminTokenRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 56);
+
+/**
+ * CreateAccountAdminTokenResponse carries the token and its secret, shown this once.
+ *
+ * @generated from message licensing.admin.v1.CreateAccountAdminTokenResponse
+ */
+export type CreateAccountAdminTokenResponse = Message<"licensing.admin.v1.CreateAccountAdminTokenResponse"> & {
+  /**
+   * The token.
+   *
+   * @generated from field: licensing.admin.v1.AccountAdminToken token = 1;
+   */
+  token?: AccountAdminToken | undefined;
+
+  /**
+   * The secret ("lk_adm_..."), sent as `authorization: Bearer <secret>`. Never shown again.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.CreateAccountAdminTokenResponse.
+ * Use `create(CreateAccountAdminTokenResponseSchema)` to create a new message.
+ */
+export const CreateAccountAdminTokenResponseSchema: GenMessage<CreateAccountAdminTokenResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 57);
+
+/**
+ * ListAccountAdminTokensRequest filters tokens.
+ *
+ * @generated from message licensing.admin.v1.ListAccountAdminTokensRequest
+ */
+export type ListAccountAdminTokensRequest = Message<"licensing.admin.v1.ListAccountAdminTokensRequest"> & {
+  /**
+   * Only this account's tokens; empty: all.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.ListAccountAdminTokensRequest.
+ * Use `create(ListAccountAdminTokensRequestSchema)` to create a new message.
+ */
+export const ListAccountAdminTokensRequestSchema: GenMessage<ListAccountAdminTokensRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 58);
+
+/**
+ * ListAccountAdminTokensResponse lists tokens by id.
+ *
+ * @generated from message licensing.admin.v1.ListAccountAdminTokensResponse
+ */
+export type ListAccountAdminTokensResponse = Message<"licensing.admin.v1.ListAccountAdminTokensResponse"> & {
+  /**
+   * The tokens.
+   *
+   * @generated from field: repeated licensing.admin.v1.AccountAdminToken tokens = 1;
+   */
+  tokens: AccountAdminToken[];
+};
+
+/**
+ * Describes the message licensing.admin.v1.ListAccountAdminTokensResponse.
+ * Use `create(ListAccountAdminTokensResponseSchema)` to create a new message.
+ */
+export const ListAccountAdminTokensResponseSchema: GenMessage<ListAccountAdminTokensResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 59);
+
+/**
+ * RevokeAccountAdminTokenRequest names the token to revoke.
+ *
+ * @generated from message licensing.admin.v1.RevokeAccountAdminTokenRequest
+ */
+export type RevokeAccountAdminTokenRequest = Message<"licensing.admin.v1.RevokeAccountAdminTokenRequest"> & {
+  /**
+   * The token id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.RevokeAccountAdminTokenRequest.
+ * Use `create(RevokeAccountAdminTokenRequestSchema)` to create a new message.
+ */
+export const RevokeAccountAdminTokenRequestSchema: GenMessage<RevokeAccountAdminTokenRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 60);
+
+/**
+ * RevokeAccountAdminTokenResponse is the token after the change.
+ *
+ * @generated from message licensing.admin.v1.RevokeAccountAdminTokenResponse
+ */
+export type RevokeAccountAdminTokenResponse = Message<"licensing.admin.v1.RevokeAccountAdminTokenResponse"> & {
+  /**
+   * The token.
+   *
+   * @generated from field: licensing.admin.v1.AccountAdminToken token = 1;
+   */
+  token?: AccountAdminToken | undefined;
+};
+
+/**
+ * Describes the message licensing.admin.v1.RevokeAccountAdminTokenResponse.
+ * Use `create(RevokeAccountAdminTokenResponseSchema)` to create a new message.
+ */
+export const RevokeAccountAdminTokenResponseSchema: GenMessage<RevokeAccountAdminTokenResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 61);
+
+/**
+ * GetUsageStatementRequest names the licence and the month.
+ *
+ * @generated from message licensing.admin.v1.GetUsageStatementRequest
+ */
+export type GetUsageStatementRequest = Message<"licensing.admin.v1.GetUsageStatementRequest"> & {
+  /**
+   * The licence id. Required.
+   *
+   * @generated from field: string license_id = 1;
+   */
+  licenseId: string;
+
+  /**
+   * The calendar month in UTC, "YYYY-MM" (e.g. "2026-11"). Required.
+   *
+   * @generated from field: string period = 2;
+   */
+  period: string;
+};
+
+/**
+ * Describes the message licensing.admin.v1.GetUsageStatementRequest.
+ * Use `create(GetUsageStatementRequestSchema)` to create a new message.
+ */
+export const GetUsageStatementRequestSchema: GenMessage<GetUsageStatementRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 62);
+
+/**
+ * UsageStatementLine is one feature's usage in the period.
+ *
+ * @generated from message licensing.admin.v1.UsageStatementLine
+ */
+export type UsageStatementLine = Message<"licensing.admin.v1.UsageStatementLine"> & {
+  /**
+   * The feature key.
+   *
+   * @generated from field: string feature = 1;
+   */
+  feature: string;
+
+  /**
+   * The entitlement kind ("quota", "boolean", "rate"), or "unentitled" for usage of a feature
+   * the licence no longer has.
+   *
+   * @generated from field: string kind = 2;
+   */
+  kind: string;
+
+  /**
+   * For quota features, the quota's period ("hour", "day", "month", "lifetime").
+   *
+   * @generated from field: string quota_period = 3;
+   */
+  quotaPeriod: string;
+
+  /**
+   * Units included in the period (a quota's allowance over the month); absent when not
+   * applicable (features without a quota).
+   *
+   * @generated from field: optional int64 included = 4;
+   */
+  included?: bigint | undefined;
+
+  /**
+   * Units used in the period (consumed by Checks and reported).
+   *
+   * @generated from field: int64 used = 5;
+   */
+  used: bigint;
+
+  /**
+   * Units billed beyond the allowance (allow_and_bill quotas only).
+   *
+   * @generated from field: int64 overage = 6;
+   */
+  overage: bigint;
+
+  /**
+   * Price per overage unit, in minor currency units.
+   *
+   * @generated from field: int64 unit_price = 7;
+   */
+  unitPrice: bigint;
+
+  /**
+   * overage x unit_price, in minor currency units.
+   *
+   * @generated from field: int64 amount_due = 8;
+   */
+  amountDue: bigint;
+};
+
+/**
+ * Describes the message licensing.admin.v1.UsageStatementLine.
+ * Use `create(UsageStatementLineSchema)` to create a new message.
+ */
+export const UsageStatementLineSchema: GenMessage<UsageStatementLine> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 63);
+
+/**
+ * CapacityStatementLine is one capacity feature's holding in the period.
+ *
+ * @generated from message licensing.admin.v1.CapacityStatementLine
+ */
+export type CapacityStatementLine = Message<"licensing.admin.v1.CapacityStatementLine"> & {
+  /**
+   * The feature key.
+   *
+   * @generated from field: string feature = 1;
+   */
+  feature: string;
+
+  /**
+   * Units held times seconds held over the period.
+   *
+   * @generated from field: int64 unit_seconds = 2;
+   */
+  unitSeconds: bigint;
+
+  /**
+   * Price per unit-hour, in minor currency units.
+   *
+   * @generated from field: int64 unit_price = 3;
+   */
+  unitPrice: bigint;
+
+  /**
+   * What the holding costs, in minor currency units.
+   *
+   * @generated from field: int64 amount_due = 4;
+   */
+  amountDue: bigint;
+};
+
+/**
+ * Describes the message licensing.admin.v1.CapacityStatementLine.
+ * Use `create(CapacityStatementLineSchema)` to create a new message.
+ */
+export const CapacityStatementLineSchema: GenMessage<CapacityStatementLine> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 64);
+
+/**
+ * GetUsageStatementResponse is the statement.
+ *
+ * @generated from message licensing.admin.v1.GetUsageStatementResponse
+ */
+export type GetUsageStatementResponse = Message<"licensing.admin.v1.GetUsageStatementResponse"> & {
+  /**
+   * The licence.
+   *
+   * @generated from field: string license_id = 1;
+   */
+  licenseId: string;
+
+  /**
+   * Its account.
+   *
+   * @generated from field: string account_id = 2;
+   */
+  accountId: string;
+
+  /**
+   * Its plan.
+   *
+   * @generated from field: string plan = 3;
+   */
+  plan: string;
+
+  /**
+   * The month, "YYYY-MM".
+   *
+   * @generated from field: string period = 4;
+   */
+  period: string;
+
+  /**
+   * The period's first instant (UTC).
+   *
+   * @generated from field: google.protobuf.Timestamp period_start = 5;
+   */
+  periodStart?: Timestamp | undefined;
+
+  /**
+   * The instant after its end (the next month's first instant).
+   *
+   * @generated from field: google.protobuf.Timestamp period_end = 6;
+   */
+  periodEnd?: Timestamp | undefined;
+
+  /**
+   * ISO 4217 currency of every amount, e.g. "EUR".
+   *
+   * @generated from field: string currency = 7;
+   */
+  currency: string;
+
+  /**
+   * One line per quota feature and per other feature with reported usage, by feature key.
+   *
+   * @generated from field: repeated licensing.admin.v1.UsageStatementLine lines = 8;
+   */
+  lines: UsageStatementLine[];
+
+  /**
+   * One line per capacity feature.
+   *
+   * @generated from field: repeated licensing.admin.v1.CapacityStatementLine capacity = 9;
+   */
+  capacity: CapacityStatementLine[];
+
+  /**
+   * The sum of every amount due, in minor currency units.
+   *
+   * @generated from field: int64 total_due = 10;
+   */
+  totalDue: bigint;
+
+  /**
+   * True when the period is closed and this is its stored, final statement.
+   *
+   * @generated from field: bool final = 11;
+   */
+  final: boolean;
+
+  /**
+   * When the statement was computed.
+   *
+   * @generated from field: google.protobuf.Timestamp computed_at = 12;
+   */
+  computedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensing.admin.v1.GetUsageStatementResponse.
+ * Use `create(GetUsageStatementResponseSchema)` to create a new message.
+ */
+export const GetUsageStatementResponseSchema: GenMessage<GetUsageStatementResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_admin_v1_admin, 65);
+
+/**
  * ChangeAction is what Apply did, or would do, to one object.
  *
  * @generated from enum licensing.admin.v1.ChangeAction
@@ -555,6 +2408,210 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof RetireSigningKeyRequestSchema;
     output: typeof RetireSigningKeyResponseSchema;
+  },
+  /**
+   * ListAccounts lists accounts by id (an account token sees its own account only).
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.ListAccounts
+   */
+  listAccounts: {
+    methodKind: "unary";
+    input: typeof ListAccountsRequestSchema;
+    output: typeof ListAccountsResponseSchema;
+  },
+  /**
+   * GetAccount returns one account and its licences' ids. NOT_FOUND when it does not exist.
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.GetAccount
+   */
+  getAccount: {
+    methodKind: "unary";
+    input: typeof GetAccountRequestSchema;
+    output: typeof GetAccountResponseSchema;
+  },
+  /**
+   * ListPlans lists plans with their entitlements (an account token sees the plans its
+   * licences are on).
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.ListPlans
+   */
+  listPlans: {
+    methodKind: "unary";
+    input: typeof ListPlansRequestSchema;
+    output: typeof ListPlansResponseSchema;
+  },
+  /**
+   * GetPlan returns one plan and its entitlements. NOT_FOUND when it does not exist.
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.GetPlan
+   */
+  getPlan: {
+    methodKind: "unary";
+    input: typeof GetPlanRequestSchema;
+    output: typeof GetPlanResponseSchema;
+  },
+  /**
+   * ListLicenses lists licences by id, optionally of one account.
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.ListLicenses
+   */
+  listLicenses: {
+    methodKind: "unary";
+    input: typeof ListLicensesRequestSchema;
+    output: typeof ListLicensesResponseSchema;
+  },
+  /**
+   * GetLicense returns a licence with its effective entitlements (the plan's, replaced by the
+   * licence's overrides).
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.GetLicense
+   */
+  getLicense: {
+    methodKind: "unary";
+    input: typeof GetLicenseRequestSchema;
+    output: typeof GetLicenseResponseSchema;
+  },
+  /**
+   * SuspendLicense sets the status to suspended: Checks answer LICENSE_SUSPENDED. Suspending a
+   * suspended licence changes nothing.
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.SuspendLicense
+   */
+  suspendLicense: {
+    methodKind: "unary";
+    input: typeof SuspendLicenseRequestSchema;
+    output: typeof SuspendLicenseResponseSchema;
+  },
+  /**
+   * ReinstateLicense sets the status back to active.
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.ReinstateLicense
+   */
+  reinstateLicense: {
+    methodKind: "unary";
+    input: typeof ReinstateLicenseRequestSchema;
+    output: typeof ReinstateLicenseResponseSchema;
+  },
+  /**
+   * RenewLicense moves the end of the validity window. INVALID_ARGUMENT when valid_until is
+   * missing or not after valid_from.
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.RenewLicense
+   */
+  renewLicense: {
+    methodKind: "unary";
+    input: typeof RenewLicenseRequestSchema;
+    output: typeof RenewLicenseResponseSchema;
+  },
+  /**
+   * CreateApiKey creates an API key for a licence. The secret is in the response once and never
+   * again: only its SHA-256 is stored. ALREADY_EXISTS when the id is taken.
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.CreateApiKey
+   */
+  createApiKey: {
+    methodKind: "unary";
+    input: typeof CreateApiKeyRequestSchema;
+    output: typeof CreateApiKeyResponseSchema;
+  },
+  /**
+   * ListApiKeys lists API keys (prefix only, never a secret), optionally of one licence.
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.ListApiKeys
+   */
+  listApiKeys: {
+    methodKind: "unary";
+    input: typeof ListApiKeysRequestSchema;
+    output: typeof ListApiKeysResponseSchema;
+  },
+  /**
+   * RevokeApiKey revokes a key now: Checks with it answer CREDENTIAL_REVOKED. Revoking a revoked
+   * key keeps its first revocation time.
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.RevokeApiKey
+   */
+  revokeApiKey: {
+    methodKind: "unary";
+    input: typeof RevokeApiKeyRequestSchema;
+    output: typeof RevokeApiKeyResponseSchema;
+  },
+  /**
+   * ListIssuers lists the identity providers whose JWTs Check accepts (operator only).
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.ListIssuers
+   */
+  listIssuers: {
+    methodKind: "unary";
+    input: typeof ListIssuersRequestSchema;
+    output: typeof ListIssuersResponseSchema;
+  },
+  /**
+   * ListDecisions reads the decision log, newest first, with filters and pagination.
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.ListDecisions
+   */
+  listDecisions: {
+    methodKind: "unary";
+    input: typeof ListDecisionsRequestSchema;
+    output: typeof ListDecisionsResponseSchema;
+  },
+  /**
+   * GetLicenseStatus returns live usage against the limits: quota used and leased in the current
+   * period, seats held, and the quota leases each replica holds.
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.GetLicenseStatus
+   */
+  getLicenseStatus: {
+    methodKind: "unary";
+    input: typeof GetLicenseStatusRequestSchema;
+    output: typeof GetLicenseStatusResponseSchema;
+  },
+  /**
+   * CreateAccountAdminToken creates an admin token scoped to one account (operator only). The
+   * secret is in the response once; only its SHA-256 is stored.
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.CreateAccountAdminToken
+   */
+  createAccountAdminToken: {
+    methodKind: "unary";
+    input: typeof CreateAccountAdminTokenRequestSchema;
+    output: typeof CreateAccountAdminTokenResponseSchema;
+  },
+  /**
+   * ListAccountAdminTokens lists account admin tokens (operator only; prefix only).
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.ListAccountAdminTokens
+   */
+  listAccountAdminTokens: {
+    methodKind: "unary";
+    input: typeof ListAccountAdminTokensRequestSchema;
+    output: typeof ListAccountAdminTokensResponseSchema;
+  },
+  /**
+   * RevokeAccountAdminToken revokes an account admin token (operator only). Other replicas stop
+   * accepting it within their token cache time (5 seconds by default).
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.RevokeAccountAdminToken
+   */
+  revokeAccountAdminToken: {
+    methodKind: "unary";
+    input: typeof RevokeAccountAdminTokenRequestSchema;
+    output: typeof RevokeAccountAdminTokenResponseSchema;
+  },
+  /**
+   * GetUsageStatement returns a licence's usage and amount due for one calendar month (UTC):
+   * per feature the included units, used, overage and amount due at the plan's unit prices,
+   * in exact integer minor currency units. The statement of a closed period (its end plus the
+   * grace period has passed) is computed once, stored, and never changes afterwards.
+   * INVALID_ARGUMENT for a malformed period; NOT_FOUND for an unknown licence (or one of
+   * another account, for account admin tokens).
+   *
+   * @generated from rpc licensing.admin.v1.AdminService.GetUsageStatement
+   */
+  getUsageStatement: {
+    methodKind: "unary";
+    input: typeof GetUsageStatementRequestSchema;
+    output: typeof GetUsageStatementResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_licensing_admin_v1_admin, 0);
