@@ -1,0 +1,709 @@
+/**
+ * `npm run bench`: measures the built service against a bare grpc-js server in the same run and
+ * writes bench/RESULTS.md. See bench/README.md for what each scenario does.
+ *
+ *   node dist/bench/run.js [--smoke] [--out FILE] [--reps N] [--duration SECONDS] [--no-profile]
+ *
+ * Environment (read here only): DATABASE_URL (PostgreSQL server; the bench creates and drops its
+ * own database on it; unset: the embedded database in a temporary DATA_DIR), H2LOAD (path to
+ * h2load, default "h2load").
+ *
+ * Exit codes: 0 written; 1 the bench failed (nothing written); 2 bad usage.
+ */
+import { execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import pg from "pg";
+import { isImplemented, PATHS, ProbeClient, sampleMix, type SampledBody } from "./grpc-probe.js";
+import { runLoad, type LoadBound, type LoadResult } from "./h2load.js";
+import { hasH2load, hasTaskset, machineInfo } from "./machine.js";
+import { createRoundTripCounter, type RoundTripCounter } from "./pg-counter.js";
+import { childPids, repositoryRoot, startBare, startService, type ServerProcess } from "./processes.js";
+import { bucketShares, perRequestComparison, profileMarkdown, summarizeProfile, type CpuProfile, type ProfileSummary } from "./profile-summary.js";
+import { loadReportBench } from "./report-hook.js";
+import {
+  renderResults,
+  summarizeScenario,
+  fmtRate,
+  type BenchResults,
+  type ExtraResult,
+  type Measurement,
+  type ScenarioResult,
+  type Skipped,
+  type StatementsResult,
+  type WorkersResult,
+} from "./results.js";
+import { loadLabel, partsFor, type Mix, type Scenario } from "./scenarios.js";
+import { median, medianRatio } from "./stats.js";
+import { benchRules, checkMix, extAuthzMix, FEATURES, keyId, scaleMix, type MixBody } from "./workload.js";
+
+const ROOT = repositoryRoot(import.meta.dirname);
+
+export interface BenchOptions {
+  readonly mode: "full" | "smoke";
+  readonly out: string;
+  readonly reps: number;
+  /** Measured seconds per run (-D), after warmupSeconds. */
+  readonly durationSeconds: number;
+  readonly warmupSeconds: number;
+  /** Smoke mode: requests per h2load connection (-n), instead of a duration. */
+  readonly smokeRequestsPerClient: number;
+  readonly databaseUrl: string | undefined;
+  readonly h2load: string;
+  readonly profile: boolean;
+  readonly licences: number;
+  readonly keys: number;
+}
+
+class UsageError extends Error {}
+
+export function parseOptions(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): BenchOptions {
+  let values;
+  try {
+    values = parseArgs({
+      args: [...argv],
+      options: {
+        smoke: { type: "boolean" },
+        out: { type: "string" },
+        reps: { type: "string" },
+        duration: { type: "string" },
+        "no-profile": { type: "boolean" },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const smoke = values.smoke === true;
+  const reps = Number(values.reps ?? (smoke ? "1" : "5"));
+  const duration = Number(values.duration ?? "3");
+  if (!Number.isInteger(reps) || reps < 1 || reps > 50) throw new UsageError(`--reps must be 1-50, got "${values.reps}"`);
+  if (!Number.isInteger(duration) || duration < 1 || duration > 600) throw new UsageError(`--duration must be 1-600 seconds, got "${values.duration}"`);
+  return {
+    mode: smoke ? "smoke" : "full",
+    out: resolve(values.out ?? join(ROOT, "bench/RESULTS.md")),
+    reps,
+    durationSeconds: duration,
+    warmupSeconds: 1,
+    smokeRequestsPerClient: 25,
+    databaseUrl: env.DATABASE_URL?.trim() || undefined,
+    h2load: env.H2LOAD?.trim() || "h2load",
+    profile: !smoke && values["no-profile"] !== true,
+    licences: smoke ? 20 : 200,
+    keys: smoke ? 100 : 1000,
+  };
+}
+
+/** Where the bench's processes run: servers on CPU 1, h2load on CPU 0, when there are two. */
+interface Placement {
+  readonly server: string | undefined;
+  readonly load: string | undefined;
+  readonly text: string;
+}
+
+function placement(): Placement {
+  const cpus = Number(execFileSync("nproc", { encoding: "utf8" }).trim());
+  if (cpus >= 2 && hasTaskset()) {
+    return {
+      server: "1",
+      load: "0",
+      text: "each server process pinned to CPU 1 (`taskset -c 1`), every h2load process to CPU 0 (`taskset -c 0`), so load generation never competes with the server measured",
+    };
+  }
+  return { server: undefined, load: undefined, text: `not pinned (${cpus} CPU(s)${hasTaskset() ? "" : ", no taskset"}): servers and h2load share the CPUs` };
+}
+
+/** The database the service uses, and how to count its traffic. */
+interface BenchDatabase {
+  readonly describe: string;
+  /** Service environment: DATABASE_URL through the counting proxy, or nothing (embedded). */
+  readonly serviceEnv: Readonly<Record<string, string>>;
+  readonly counter: RoundTripCounter | undefined;
+  /** pg_stat_database.xact_commit of the bench database (PostgreSQL only). */
+  xactCommits(): Promise<number | undefined>;
+  drop(): Promise<void>;
+}
+
+async function prepareDatabase(databaseUrl: string | undefined): Promise<BenchDatabase> {
+  if (databaseUrl === undefined) {
+    return {
+      describe: "embedded PostgreSQL (PGlite) in a temporary DATA_DIR",
+      serviceEnv: {},
+      counter: undefined,
+      xactCommits: () => Promise.resolve(undefined),
+      drop: () => Promise.resolve(),
+    };
+  }
+  const admin = new pg.Client({ connectionString: databaseUrl });
+  await admin.connect();
+  const name = `licensing_bench_${randomBytes(5).toString("hex")}`;
+  await admin.query(`create database ${name}`);
+  const version = (await admin.query<{ server_version: string }>("show server_version")).rows[0]?.server_version ?? "?";
+  const direct = new URL(databaseUrl);
+  direct.pathname = `/${name}`;
+  const counter = await createRoundTripCounter({ host: direct.hostname, port: Number(direct.port || "5432") });
+  const proxied = new URL(direct);
+  proxied.hostname = "127.0.0.1";
+  proxied.port = String(counter.port);
+  return {
+    describe: `PostgreSQL ${version} (a fresh database ${name} on DATABASE_URL's server, reached through the bench's round-trip-counting proxy)`,
+    serviceEnv: { DATABASE_URL: proxied.toString() },
+    counter,
+    async xactCommits() {
+      const row = await admin.query<{ xact_commit: string }>("select xact_commit from pg_stat_database where datname = $1", [name]);
+      const value = row.rows[0]?.xact_commit;
+      return value === undefined ? undefined : Number(value);
+    },
+    async drop() {
+      await counter.close();
+      await admin.query(`drop database if exists ${name} with (force)`);
+      await admin.end();
+    },
+  };
+}
+
+/** Applies the rules document through the CLI; returns the new keys' secrets in key order. */
+async function applyRules(file: string, grpcPort: number, adminToken: string, keys: number, commands: string[]): Promise<string[]> {
+  const args = [join(ROOT, "dist/src/cli/main.js"), "apply", "-f", file, "-o", "json", "--server", `http://127.0.0.1:${grpcPort}`];
+  commands.push(`node dist/src/cli/main.js apply -f $BENCH_TMP/rules.json -o json --server http://127.0.0.1:${grpcPort} --token "$ADMIN_TOKEN"`);
+  // stdout goes to a file: the CLI exits right after writing, and a pipe would lose the tail of
+  // a large answer (1000 keys) that a file, written synchronously, keeps.
+  const outFile = `${file}.applied.json`;
+  const out = await open(outFile, "w");
+  try {
+    await new Promise<void>((resolveRun, reject) => {
+      const child = spawn(process.execPath, [...args, "--token", adminToken], { stdio: ["ignore", out.fd, "pipe"] });
+      let stderr = "";
+      child.stderr?.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+      const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
+      child.once("error", reject);
+      child.once("close", (code) => {
+        clearTimeout(timer);
+        if (code === 0) resolveRun();
+        else reject(new Error(`licensing apply exited with ${code}: ${stderr}`));
+      });
+    });
+  } finally {
+    await out.close();
+  }
+  const parsed = JSON.parse(await readFile(outFile, "utf8")) as { issued_keys: { id: string; secret: string }[] };
+  const byId = new Map(parsed.issued_keys.map((k) => [k.id, k.secret]));
+  const secrets: string[] = [];
+  for (let i = 0; i < keys; i++) {
+    const secret = byId.get(keyId(i));
+    if (secret === undefined) throw new Error(`apply issued no secret for ${keyId(i)}`);
+    secrets.push(secret);
+  }
+  return secrets;
+}
+
+async function writeMix(dir: string, id: string, path: string, response: Mix["response"], bodies: readonly MixBody[]): Promise<Mix> {
+  const bodyFiles: string[] = [];
+  for (const [i, body] of bodies.entries()) {
+    const file = join(dir, `${id}-${i}.bin`);
+    await writeFile(file, body.frame);
+    bodyFiles.push(file);
+  }
+  return { id, path, response, bodies, bodyFiles };
+}
+
+function progress(message: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+}
+
+/** A command line as RESULTS.md shows it: paths relative to the repository, the temp dir named. */
+function neutral(ctx: Pick<Context, "tmp">, command: string): string {
+  return command.split(ctx.tmp).join("$BENCH_TMP").split(`${ROOT}/`).join("");
+}
+
+interface Context {
+  readonly options: BenchOptions;
+  readonly place: Placement;
+  readonly tmp: string;
+  readonly db: BenchDatabase;
+  readonly serviceEnv: Readonly<Record<string, string>>;
+  readonly commands: string[];
+  service: ServerProcess;
+  bare: ServerProcess;
+}
+
+function bound(options: BenchOptions, seconds = options.durationSeconds): LoadBound {
+  return options.mode === "smoke"
+    ? { kind: "requests", perClient: options.smokeRequestsPerClient }
+    : { kind: "duration", seconds, warmupSeconds: options.warmupSeconds };
+}
+
+/** One h2load run of a scenario against `ports`; fails if any request failed. */
+async function load(
+  ctx: Context,
+  scenario: Scenario,
+  ports: readonly number[],
+  pacedRps: number,
+  cpus: string | undefined,
+  seconds?: number | LoadBound,
+): Promise<LoadResult> {
+  const logDir = await mkdtemp(join(ctx.tmp, "log-"));
+  try {
+    const result = await runLoad({
+      h2load: ctx.options.h2load,
+      path: scenario.mix.path,
+      parts: partsFor(scenario, ports, pacedRps),
+      bound: typeof seconds === "object" ? seconds : bound(ctx.options, seconds),
+      ...(cpus === undefined ? {} : { cpus }),
+      logDir,
+      timeoutMs: 120_000,
+    });
+    if (result.failed > 0 || result.succeeded === 0) {
+      const parts = result.parts.map((p) => `${p.tag}: ${p.succeeded} succeeded, ${p.failed} failed, ${p.errored} errored/timed out, ${p.statusNot2xx} not 2xx`).join("; ");
+      throw new Error(`${scenario.title} ${loadLabel(scenario.shape)}: ${result.failed} request(s) failed, ${result.succeeded} succeeded (ports ${ports.join(",")}): ${parts}`);
+    }
+    return result;
+  } finally {
+    await rm(logDir, { recursive: true, force: true });
+  }
+}
+
+function measurement(result: LoadResult, roundTrips: number | undefined): Measurement {
+  return {
+    reqPerSec: result.reqPerSec,
+    requests: result.succeeded,
+    failed: result.failed,
+    allowedShare: result.allowedShare,
+    ...(result.p50Ms === undefined ? {} : { p50Ms: result.p50Ms }),
+    ...(result.p99Ms === undefined ? {} : { p99Ms: result.p99Ms }),
+    ...(roundTrips === undefined ? {} : { pgRoundTrips: roundTrips }),
+  };
+}
+
+/** Service and bare, repetition by repetition, alternating which goes first. */
+async function measureScenarios(ctx: Context, scenarios: readonly Scenario[]): Promise<ScenarioResult[]> {
+  const results = new Map(scenarios.map((s) => [s.id, { service: [] as Measurement[], bare: [] as Measurement[] }]));
+  /** Latest throughput per variant and mix, to pace the denied connection of 4 × 4 runs. */
+  const lastThroughput = new Map<string, number>();
+  const recorded = new Set<string>();
+  for (let rep = 0; rep < ctx.options.reps; rep++) {
+    for (const scenario of scenarios) {
+      const order: ("service" | "bare")[] = rep % 2 === 0 ? ["service", "bare"] : ["bare", "service"];
+      for (const variant of order) {
+        const server = variant === "service" ? ctx.service : ctx.bare;
+        const paced = 0.1 * (lastThroughput.get(`${variant}:${scenario.mix.id}`) ?? 1000);
+        const before = variant === "service" ? ctx.db.counter?.roundTrips() : undefined;
+        const result = await load(ctx, scenario, [server.grpcPort], paced, ctx.place.load);
+        const trips = before === undefined ? undefined : (ctx.db.counter?.roundTrips() ?? before) - before;
+        if (scenario.shape === "16x32") lastThroughput.set(`${variant}:${scenario.mix.id}`, result.reqPerSec);
+        results.get(scenario.id)?.[variant].push(measurement(result, trips));
+        if (variant === "service" && !recorded.has(scenario.id)) {
+          recorded.add(scenario.id);
+          ctx.commands.push(`# ${scenario.title} ${loadLabel(scenario.shape)} (service; the bare run is the same against the bare port)`, ...result.commands.map((c) => neutral(ctx, c)));
+        }
+        progress(`rep ${rep + 1}/${ctx.options.reps} ${scenario.title} ${loadLabel(scenario.shape)} ${variant}: ${fmtRate(result.reqPerSec)} req/s, p99 ${result.p99Ms?.toFixed(2)} ms, allowed ${(100 * result.allowedShare).toFixed(1)}%`);
+      }
+    }
+  }
+  return scenarios.map((s) => {
+    const r = results.get(s.id) ?? { service: [], bare: [] };
+    return { id: s.id, title: s.title, load: loadLabel(s.shape), measure: s.shape === "16x32" ? "throughput" : "latency", service: r.service, bare: r.bare };
+  });
+}
+
+/** Short untimed runs so both servers are JIT-warm and the service holds keys, snapshots and leases. */
+async function warmUp(ctx: Context, mixes: readonly Mix[]): Promise<void> {
+  for (const mix of mixes) {
+    const scenario: Scenario = { id: `warm-${mix.id}`, title: `warm-up ${mix.id}`, mix, shape: "16x32" };
+    for (const server of [ctx.service, ctx.bare]) await load(ctx, scenario, [server.grpcPort], 0, ctx.place.load, 2);
+  }
+}
+
+async function sampleMixes(ctx: Context, mixes: readonly Mix[]): Promise<{ mix: string; bodies: SampledBody[] }[]> {
+  const client = new ProbeClient(ctx.service.grpcPort);
+  try {
+    const samples = [];
+    for (const mix of mixes) {
+      const bodies = await sampleMix(client, mix.path, mix.response, mix.bodies);
+      const wrong = bodies.filter((b) => b.allowed !== b.expectAllowed);
+      if (wrong.length > 0) {
+        throw new Error(`mix ${mix.id} is not what the bench assumes: ${wrong.map((b) => `${b.label} answered ${b.answer}`).join("; ")}`);
+      }
+      samples.push({ mix: mix.id, bodies });
+    }
+    return samples;
+  } finally {
+    client.close();
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Round trips per 1,000 allowed quota Checks: an idle window first (background only), then a
+ * count-bounded quota load on allowed bodies only, then one settle interval and a second so the
+ * consumption is written back; everything the proxy saw in that window counts.
+ */
+async function measureStatements(ctx: Context, quota: Mix): Promise<StatementsResult | Skipped> {
+  const counter = ctx.db.counter;
+  if (counter === undefined) {
+    return { title: "Postgres round trips per 1,000 allowed quota Checks", reason: "needs PostgreSQL (set DATABASE_URL): the embedded database has no wire to count" };
+  }
+  const allowedOnly: Mix = {
+    ...quota,
+    id: `${quota.id}-allowed`,
+    bodies: quota.bodies.filter((b) => b.expectAllowed),
+    bodyFiles: quota.bodyFiles.filter((_, i) => quota.bodies[i]?.expectAllowed === true),
+  };
+  const scenario: Scenario = { id: "statements", title: "quota (allowed only)", mix: allowedOnly, shape: "16x32" };
+  const idleMs = 5000;
+  const idleStart = counter.roundTrips();
+  await sleep(idleMs);
+  const idlePerMs = (counter.roundTrips() - idleStart) / idleMs;
+
+  const xactBefore = await ctx.db.xactCommits();
+  const before = counter.roundTrips();
+  const started = performance.now();
+  const perClient = Math.ceil(100_000 / (allowedOnly.bodies.length * 2));
+  const result = await runLoad({
+    h2load: ctx.options.h2load,
+    path: allowedOnly.path,
+    parts: partsFor(scenario, [ctx.service.grpcPort], 0),
+    bound: { kind: "requests", perClient },
+    ...(ctx.place.load === undefined ? {} : { cpus: ctx.place.load }),
+    timeoutMs: 120_000,
+  });
+  const loadSeconds = (performance.now() - started) / 1000;
+  // One settle interval (SETTLE_INTERVAL_MS, default 1000) and a margin: consumption is written back.
+  await sleep(2000);
+  const roundTrips = counter.roundTrips() - before;
+  const windowMs = performance.now() - started;
+  // pg_stat_database is flushed by backends about once a second when idle.
+  await sleep(1500);
+  const xactAfter = await ctx.db.xactCommits();
+  ctx.commands.push("# Postgres round trips: allowed quota Checks, count-bounded", ...result.commands.map((c) => neutral(ctx, c)));
+  if (result.failed > 0) throw new Error(`statements run: ${result.failed} request(s) failed`);
+  return {
+    method:
+      "a TCP proxy between the service and PostgreSQL counts frontend Query and Sync messages (one per round trip, BEGIN/COMMIT included); pg_stat_statements is not loaded on this server",
+    allowedChecks: result.succeeded,
+    licences: allowedOnly.bodies.length,
+    loadSeconds,
+    roundTrips,
+    idleRoundTrips: Math.round(idlePerMs * windowMs),
+    xactCommits: xactBefore === undefined || xactAfter === undefined ? undefined : xactAfter - xactBefore,
+  };
+}
+
+function pin(pid: number, cpus: string): void {
+  // -a: every thread of the process (libuv's pool and V8's helpers too).
+  execFileSync("taskset", ["-a", "-p", "-c", cpus, String(pid)], { stdio: "ignore" });
+}
+
+/** 1 against 2 workers (WORKERS=2 when honoured, else 2 replica processes on one database). */
+async function measureWorkers(ctx: Context, mix: Mix): Promise<WorkersResult | Skipped> {
+  const title = "1 and 2 workers";
+  if (ctx.db.counter === undefined) {
+    return { title, reason: "needs PostgreSQL (set DATABASE_URL): two processes cannot share the embedded database, and this build may not honour WORKERS" };
+  }
+  const cpus = Number(execFileSync("nproc", { encoding: "utf8" }).trim());
+  if (cpus < 2) return { title, reason: "needs at least 2 CPUs" };
+  const second = await startService({ name: "service (WORKERS=2)", root: ROOT, env: { ...ctx.serviceEnv, WORKERS: "2" }, startTimeoutMs: 60_000 });
+  try {
+    const workers = (await childPids(second.pid)).length;
+    const mode: WorkersResult["mode"] = workers >= 2 ? "workers" : "replicas";
+    progress(`workers: WORKERS=2 ${mode === "workers" ? `honoured (${workers} worker processes)` : "not honoured: measuring 2 replica processes instead"}`);
+    if (ctx.place.server !== undefined) pin(ctx.service.pid, "0,1");
+    const scenario: Scenario = { id: "workers", title: "Check boolean", mix, shape: "16x32" };
+    await load(ctx, scenario, [second.grpcPort], 0, undefined, 2);
+    const one: number[] = [];
+    const two: number[] = [];
+    const twoPorts = mode === "workers" ? [second.grpcPort] : [ctx.service.grpcPort, second.grpcPort];
+    for (let rep = 0; rep < ctx.options.reps; rep++) {
+      const order = rep % 2 === 0 ? [1, 2] : [2, 1];
+      for (const n of order) {
+        const result = await load(ctx, scenario, n === 1 ? [ctx.service.grpcPort] : twoPorts, 0, undefined);
+        (n === 1 ? one : two).push(result.reqPerSec);
+        progress(`rep ${rep + 1}/${ctx.options.reps} ${n} worker(s): ${fmtRate(result.reqPerSec)} req/s`);
+      }
+    }
+    return {
+      mode,
+      placement: "nothing pinned for this comparison (two server processes need both CPUs): servers and h2load share the 2 CPUs in both variants",
+      one,
+      two,
+    };
+  } finally {
+    await second.stop();
+    if (ctx.place.server !== undefined) pin(ctx.service.pid, ctx.place.server);
+  }
+}
+
+async function measureReport(ctx: Context, secrets: readonly string[]): Promise<ExtraResult | Skipped> {
+  const title = "Report (batches of 500 events, 8 streams)";
+  const client = new ProbeClient(ctx.service.grpcPort);
+  try {
+    if (!(await isImplemented(client, PATHS.report))) return { title, reason: "the service answers UNIMPLEMENTED to Report in this build (metering not built yet)" };
+  } finally {
+    client.close();
+  }
+  const bench = await loadReportBench();
+  if (typeof bench === "string") return { title, reason: bench };
+  const result = await bench({
+    grpcAddress: `127.0.0.1:${ctx.service.grpcPort}`,
+    apiKeys: secrets,
+    feature: FEATURES.quota,
+    batchSize: 500,
+    streams: 8,
+    durationSeconds: ctx.options.mode === "smoke" ? 1 : 10,
+    databaseUrl: ctx.serviceEnv.DATABASE_URL,
+    cpus: ctx.place.load,
+  });
+  return {
+    title,
+    figure: `${fmtRate(result.eventsPerSecond)} events/s`,
+    detail: `${fmtRate(result.batchesPerSecond)} batches/s${result.p99Ms === undefined ? "" : `, p50 ${result.p50Ms?.toFixed(1)} ms, p99 ${result.p99Ms.toFixed(1)} ms`}; durable: ${result.durability}`,
+  };
+}
+
+async function measureScale(ctx: Context, secrets: readonly string[]): Promise<ExtraResult | Skipped> {
+  const title = "Scale (observed utilization, 16 × 32)";
+  const client = new ProbeClient(ctx.service.grpcPort);
+  try {
+    if (!(await isImplemented(client, PATHS.scale))) return { title, reason: "the service answers UNIMPLEMENTED to Scale in this build (capacity scaling not built yet)" };
+    const bodies = scaleMix(secrets, 8);
+    for (const body of bodies) await client.call(PATHS.scale, body.message);
+    const mix = await writeMix(ctx.tmp, "scale", PATHS.scale, "check", bodies);
+    const scenario: Scenario = { id: "scale", title: "Scale", mix, shape: "16x32" };
+    const checkScenario: Scenario = { id: "scale-ref", title: "bare", mix, shape: "16x32" };
+    const service: number[] = [];
+    const bare: number[] = [];
+    for (let rep = 0; rep < Math.min(3, ctx.options.reps); rep++) {
+      service.push((await load(ctx, scenario, [ctx.service.grpcPort], 0, ctx.place.load)).reqPerSec);
+      // The bare server answers Check only; its Check rate is the transport's ceiling.
+      const bareMix = { ...checkScenario, mix: { ...mix, path: PATHS.check } };
+      bare.push((await load(ctx, bareMix, [ctx.bare.grpcPort], 0, ctx.place.load)).reqPerSec);
+    }
+    return { title, figure: `${fmtRate(median(service))} req/s`, detail: `${medianRatio(service, bare).toFixed(2)}× the bare server's Check rate; every call succeeded` };
+  } finally {
+    client.close();
+  }
+}
+
+interface ProfiledRun {
+  readonly summary: ProfileSummary;
+  /** Requests answered in the profiled window. */
+  readonly requests: number;
+  readonly reqPerSec: number;
+}
+
+const PROFILE_SECONDS = 10;
+
+/**
+ * Restarts one server under node --cpu-prof, lets it idle a second, drives the mix for 10 s
+ * (no h2load warm-up, so every answered request is inside the window), stops it and
+ * summarizes the profile from just after it was serving (start-up excluded).
+ */
+async function profileRun(ctx: Context, variant: "service" | "bare", mix: Mix): Promise<ProfiledRun> {
+  const dir = await mkdtemp(join(ctx.tmp, `profile-${variant}-`));
+  const nodeArgs = ["--cpu-prof", `--cpu-prof-dir=${dir}`];
+  const cpus = ctx.place.server === undefined ? {} : { cpus: ctx.place.server };
+  // Free CPU 1 (and, for the service, the database: PGlite allows one process).
+  await (variant === "service" ? ctx.service : ctx.bare).stop();
+  const spawnedAt = Date.now();
+  const profiled =
+    variant === "service"
+      ? await startService({ name: "service (--cpu-prof)", root: ROOT, nodeArgs, env: ctx.serviceEnv, ...cpus, startTimeoutMs: 60_000 })
+      : await startBare({ root: ROOT, nodeArgs, ...cpus, startTimeoutMs: 20_000 });
+  const servingAfterMs = Date.now() - spawnedAt;
+  try {
+    await sleep(1000);
+    const scenario: Scenario = { id: `profile-${variant}`, title: "Check mix", mix, shape: "16x32" };
+    const result = await load(ctx, scenario, [profiled.grpcPort], 0, ctx.place.load, { kind: "duration", seconds: PROFILE_SECONDS, warmupSeconds: 0 });
+    if (variant === "service") {
+      ctx.commands.push(
+        `# profile: each server restarted once as node --cpu-prof --cpu-prof-dir=DIR ..., idle 1 s, then this load for ${PROFILE_SECONDS} s (same against the bare server)`,
+        ...result.commands.map((c) => neutral(ctx, c)),
+      );
+    }
+    await profiled.stop();
+    const file = (await readdir(dir)).find((f) => f.endsWith(".cpuprofile"));
+    if (file === undefined) throw new Error(`node --cpu-prof wrote no profile for the ${variant} server`);
+    const profile = JSON.parse(await readFile(join(dir, file), "utf8")) as CpuProfile;
+    // Half a second into the idle second: start-up is behind, the load not yet begun.
+    const summary = summarizeProfile(profile, ROOT, { top: 25, fromOffsetMs: servingAfterMs + 500 });
+    return { summary, requests: result.succeeded, reqPerSec: result.reqPerSec };
+  } finally {
+    await profiled.stop();
+  }
+}
+
+/** Profiles service and bare under the same mixed Check load and explains the difference. */
+async function profileBoth(ctx: Context, mix: Mix): Promise<{ markdown: string; note: string }> {
+  const service = await profileRun(ctx, "service", mix);
+  const bare = await profileRun(ctx, "bare", mix);
+  const perRequest = (run: ProfiledRun) => (1000 * run.summary.busyMs) / Math.max(1, run.requests);
+  const top = service.summary.functions
+    .filter((f) => f.area.startsWith("src/"))
+    .slice(0, 6)
+    .map((f) => `${f.name} ${f.percent.toFixed(1)}%`)
+    .join("; ");
+  const note = [
+    `Both servers were profiled (node --cpu-prof, pinned as above) under the same mixed Check load for ${PROFILE_SECONDS} s: 3 boolean, 2 quota and 2 rate bodies on 7 licences plus 1 denied, 16 × 32. ` +
+      `The service answered ${fmtRate(service.reqPerSec)} req/s using ${perRequest(service).toFixed(1)} µs of CPU per request; the bare server ${fmtRate(bare.reqPerSec)} req/s using ${perRequest(bare).toFixed(1)} µs. ` +
+      "On one saturated core the throughput ratio is the inverse of this CPU ratio, so the table below is where the missing throughput goes (busy CPU only; start-up excluded).",
+    "",
+    perRequestComparison(service.summary, service.requests, bare.summary, bare.requests),
+    "",
+    `Service self time by area: ${bucketShares(service.summary).map((b) => `${b.bucket} ${b.percent.toFixed(1)}%`).join(", ")}. ` +
+      `Heaviest functions of our own code: ${top === "" ? "none in the top 25" : top}.`,
+    "",
+    "The service's top functions and areas (percentages of its busy time):",
+  ].join("\n");
+  return { markdown: profileMarkdown(service.summary), note };
+}
+
+export async function runBench(options: BenchOptions): Promise<BenchResults> {
+  const started = Date.now();
+  if (!hasH2load(options.h2load)) throw new Error(`h2load not found ("${options.h2load}"): apt-get install nghttp2-client, or set H2LOAD`);
+  const place = placement();
+  const tmp = await mkdtemp(join(tmpdir(), "licensing-bench-"));
+  const commands: string[] = [];
+  const cleanups: (() => Promise<unknown>)[] = [() => rm(tmp, { recursive: true, force: true })];
+  try {
+    const db = await prepareDatabase(options.databaseUrl);
+    cleanups.push(() => db.drop());
+    const adminToken = randomBytes(24).toString("hex");
+    const serviceEnv = { ...db.serviceEnv, DATA_DIR: join(tmp, "data"), ADMIN_TOKEN: adminToken };
+    progress(`database: ${db.describe}; placement: ${place.text}`);
+    const service = await startService({ name: "service", root: ROOT, env: serviceEnv, ...(place.server === undefined ? {} : { cpus: place.server }), startTimeoutMs: 60_000 });
+    cleanups.push(() => service.stop());
+    const bare = await startBare({ root: ROOT, ...(place.server === undefined ? {} : { cpus: place.server }), startTimeoutMs: 20_000 });
+    cleanups.push(() => bare.stop());
+    const pinned = place.server === undefined ? "" : `taskset -c ${place.server} `;
+    commands.push(
+      `${pinned}env HOST=127.0.0.1 GRPC_PORT=<free> HTTP_PORT=<free> DEMO_SEED=off LOG_LEVEL=warn DATA_DIR=<tmp> ADMIN_TOKEN=<random>${db.counter === undefined ? "" : " DATABASE_URL=<bench database via proxy>"} node dist/src/cli/main.js serve`,
+      `${pinned}node dist/bench/bare-server.js <free port>`,
+    );
+    const ctx: Context = { options, place, tmp, db, serviceEnv, commands, service, bare };
+
+    const rulesFile = join(tmp, "rules.json");
+    await writeFile(rulesFile, benchRules({ licences: options.licences, keys: options.keys }));
+    progress(`applying ${options.licences} licences and ${options.keys} keys`);
+    const secrets = await applyRules(rulesFile, service.grpcPort, adminToken, options.keys, commands);
+
+    const mixes = {
+      boolean: await writeMix(tmp, "check-boolean", PATHS.check, "check", checkMix("boolean", secrets, 7, 1)),
+      quota: await writeMix(tmp, "check-quota", PATHS.check, "check", checkMix("quota", secrets, 7, 1)),
+      rate: await writeMix(tmp, "check-rate", PATHS.check, "check", checkMix("rate", secrets, 7, 1)),
+      extAuthz: await writeMix(tmp, "ext-authz", PATHS.extAuthz, "extAuthz", extAuthzMix(secrets, 7, 1)),
+    };
+    const profileMix = await writeMix(tmp, "check-profile", PATHS.check, "check", [
+      ...checkMix("boolean", secrets, 3, 0),
+      ...checkMix("quota", secrets, 2, 0),
+      ...checkMix("rate", secrets, 2, 1),
+    ]);
+    const scenarios: Scenario[] =
+      options.mode === "smoke"
+        ? [
+            { id: "check-boolean-16x32", title: "Check boolean", mix: mixes.boolean, shape: "16x32" },
+            { id: "check-boolean-4x4", title: "Check boolean", mix: mixes.boolean, shape: "4x4" },
+          ]
+        : [
+            { id: "check-boolean-16x32", title: "Check boolean", mix: mixes.boolean, shape: "16x32" },
+            { id: "check-boolean-4x4", title: "Check boolean", mix: mixes.boolean, shape: "4x4" },
+            { id: "check-quota-16x32", title: "Check quota (leases)", mix: mixes.quota, shape: "16x32" },
+            { id: "check-quota-4x4", title: "Check quota (leases)", mix: mixes.quota, shape: "4x4" },
+            { id: "check-rate-16x32", title: "Check rate limit", mix: mixes.rate, shape: "16x32" },
+            { id: "check-rate-4x4", title: "Check rate limit", mix: mixes.rate, shape: "4x4" },
+            { id: "ext-authz-16x32", title: "ext_authz Check (Envoy)", mix: mixes.extAuthz, shape: "16x32" },
+          ];
+    const usedMixes = [...new Set(scenarios.map((s) => s.mix))];
+    const samples = await sampleMixes(ctx, usedMixes);
+    progress(`mixes verified through a gRPC client: ${samples.map((s) => `${s.mix} ${s.bodies.filter((b) => b.allowed).length}/${s.bodies.length} allowed`).join(", ")}`);
+    if (options.mode === "full") await warmUp(ctx, usedMixes);
+
+    const results = await measureScenarios(ctx, scenarios);
+    const skipped: Skipped[] = [];
+    const extras: ExtraResult[] = [];
+    let statements: StatementsResult | undefined;
+    let workers: WorkersResult | undefined;
+    let profile: { markdown: string; note: string } | undefined;
+    if (options.mode === "full") {
+      const s = await measureStatements(ctx, mixes.quota);
+      if ("reason" in s) skipped.push(s);
+      else statements = s;
+      const w = await measureWorkers(ctx, mixes.boolean);
+      if ("reason" in w) skipped.push(w);
+      else workers = w;
+      for (const extra of [await measureReport(ctx, secrets), await measureScale(ctx, secrets)]) {
+        if ("reason" in extra) skipped.push(extra);
+        else extras.push(extra);
+      }
+      for (const s of skipped) progress(`skipped ${s.title}: ${s.reason}`);
+      if (options.profile) profile = await profileBoth(ctx, profileMix);
+    } else {
+      skipped.push({ title: "Everything but Check boolean", reason: "smoke mode runs only Check boolean and the bare server" });
+    }
+    const workload = `${options.licences} licences (one account each) on one plan (boolean ${FEATURES.boolean}, quota ${FEATURES.quota} 10^12/month, rate ${FEATURES.rate} 10^7/s, capacity ${FEATURES.capacity}) and ${options.keys} API keys, applied with \`licensing apply\`.`;
+    return {
+      machine: machineInfo(options.h2load, new Date(started)),
+      mode: options.mode,
+      database: db.describe,
+      placement: place.text,
+      repetitions: options.reps,
+      bound: options.mode === "smoke" ? `-n ${options.smokeRequestsPerClient} requests per connection` : `-D ${options.durationSeconds} s after --warm-up-time=${options.warmupSeconds} s each`,
+      workload,
+      scenarios: results,
+      workers,
+      statements,
+      extras,
+      skipped,
+      samples,
+      profile: profile?.markdown,
+      profileNote: profile?.note ?? "Not profiled in this run (smoke mode or --no-profile).",
+      commands,
+      elapsedSeconds: (Date.now() - started) / 1000,
+    };
+  } finally {
+    for (const cleanup of cleanups.reverse()) {
+      // Every cleanup runs; a failing one must not keep the others (or the error) from happening.
+      await Promise.resolve()
+        .then(cleanup)
+        .catch((error: unknown) => progress(`cleanup failed: ${(error as Error).message}`));
+    }
+  }
+}
+
+async function main(): Promise<number> {
+  let options: BenchOptions;
+  try {
+    options = parseOptions(process.argv.slice(2), process.env);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`bench: ${error.message}\n`);
+    return 2;
+  }
+  const results = await runBench(options);
+  const markdown = renderResults(results);
+  await mkdir(dirname(options.out), { recursive: true });
+  await writeFile(options.out, markdown);
+  await writeFile(options.out.replace(/\.md$/, "") + ".json", `${JSON.stringify(results, null, 2)}\n`);
+  const summary = results.scenarios.map((s) => {
+    const m = summarizeScenario(s);
+    return `${s.title} ${s.load}: ${fmtRate(m.serviceReqPerSec)} req/s (${m.throughputRatio.toFixed(2)}× bare), p99 ${m.serviceP99Ms.toFixed(2)} ms (${m.p99Ratio.toFixed(2)}× bare)`;
+  });
+  process.stdout.write(`${summary.join("\n")}\nwrote ${options.out}\n`);
+  return 0;
+}
+
+if (process.argv[1] !== undefined && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+  main().then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      process.stderr.write(`bench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+      process.exit(1);
+    },
+  );
+}
