@@ -12,7 +12,11 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { file_licensing_admin_v1_admin } from "./gen/licensing/admin/v1/admin_pb.js";
 import { file_licensing_v1_licensing } from "./gen/licensing/v1/licensing_pb.js";
-import { createAdminAuthenticator } from "./admin/admin-auth.js";
+import { createAdminAuthorizer } from "./admin/authorizer.js";
+import { createOperationsAdminHandlers } from "./admin/operations.js";
+import { createUsageAdminHandlers } from "./metering/usage-admin.js";
+import { createMetrics, createReadiness, metricsRoute, readinessRoute, type Metrics, type Readiness } from "./metrics/index.js";
+import { ledgerCapacityUsage } from "./scaling/statement-source.js";
 import { createAdminBinding } from "./admin/admin-handlers.js";
 import { ensureAdminTokenFile } from "./admin/admin-token.js";
 import type { Config } from "./config.js";
@@ -20,6 +24,7 @@ import { file_envoy_service_auth_v3_external_auth } from "./gen/envoy/service/au
 import type { CheckResponse } from "./gen/licensing/v1/licensing_pb.js";
 import { createAuthorizationBinding } from "./envoy/ext-authz.js";
 import { createForwardAuthRoute } from "./envoy/forward-auth.js";
+import { createRouteMatcher, type RouteMatcher } from "./envoy/route-table.js";
 import type { AuthzDeps } from "./envoy/authorizer.js";
 import { createTokenAdminHandlers } from "./admin/tokens.js";
 import { createLicensingCaches } from "./licensing/caches.js";
@@ -34,6 +39,15 @@ import { createCounters, type CountersEngine } from "./licensing/engine/index.js
 import { createOperationCache } from "./licensing/idempotency.js";
 import { createIdentityResolver } from "./licensing/identity.js";
 import { createLicensingBinding } from "./licensing/licensing-binding.js";
+import { createMetering, type Metering } from "./metering/metering.js";
+import { file_externalscaler_externalscaler } from "./gen/externalscaler/externalscaler_pb.js";
+import { createAutoScaler, type AutoScaler } from "./scaling/auto-scaler.js";
+import { createCapacityScaler } from "./scaling/capacity-scaler.js";
+import { countLiveSeats } from "./scaling/capacity-store.js";
+import { createForecast } from "./scaling/forecast.js";
+import { createKedaScaler } from "./scaling/keda-scaler.js";
+import { createScaleHandler } from "./scaling/scale-handler.js";
+import { findAccountLicense } from "./store/licenses.js";
 import type { Logger } from "./logger.js";
 import { packageRoot } from "./package-root.js";
 import { applyRules, type IssuedKey } from "./rules/apply.js";
@@ -46,6 +60,7 @@ import type { ServiceBinding, UnaryHandlers } from "./server/rpc.js";
 import { createStore, type Store } from "./store/database.js";
 import { migrateToLatest, pendingMigrations } from "./store/migrate.js";
 import { createChangeListener, type ChangeListener } from "./store/notify.js";
+import { loadRoutes } from "./store/routes.js";
 
 export interface AppOptions {
   readonly config: Config;
@@ -54,6 +69,11 @@ export interface AppOptions {
   readonly now?: () => number;
   /** Where to print the one-time demo banner (a person reads it; it is not a log line). */
   readonly announce?: (text: string) => void;
+  /**
+   * Collects /metrics for the response (WORKERS > 1: the primary's sum over all workers);
+   * default: this process's own registry.
+   */
+  readonly collectMetrics?: (metrics: Metrics) => (() => Promise<string>) | undefined;
 }
 
 export interface StartedApp {
@@ -65,6 +85,7 @@ export interface App {
   start(): Promise<StartedApp>;
   stop(): Promise<void>;
   readonly health: HealthRegistry;
+  readonly metrics: Metrics;
 }
 
 /** The service names health reports on, besides "" (the whole server). */
@@ -93,10 +114,14 @@ export function createApp(options: AppOptions): App {
   const { config, logger } = options;
   const now = options.now ?? Date.now;
   const health = createHealthRegistry();
+  const metrics = createMetrics();
+  let readiness: Readiness | undefined;
   let store: Store | undefined;
   let counters: CountersEngine | undefined;
   let decisionLog: DecisionLog | undefined;
   let listener: ChangeListener | undefined;
+  let metering: Metering | undefined;
+  let autoScaler: AutoScaler | undefined;
   let grpc: GrpcServer | undefined;
   let http: HttpServer | undefined;
   let ready = false;
@@ -120,18 +145,28 @@ export function createApp(options: AppOptions): App {
     const credentialLog = logger.child({ component: "credentials" });
     const reloadIssuers = () => reloadInBackground(() => loadIssuers(db).then((issuers) => jwt.setIssuers(issuers)), credentialLog, "issuers");
     const reloadSigningKeys = () => reloadInBackground(() => licenseTokens.reload(), credentialLog, "signing keys");
+    // Swapped whole on a change, so a request sees either the old table or the new one.
+    let routeMatcher: RouteMatcher = createRouteMatcher([]);
+    const reloadRoutes = () =>
+      reloadInBackground(
+        () => loadRoutes(db).then((table) => void (routeMatcher = createRouteMatcher(table))),
+        logger.child({ component: "authz" }),
+        "routes",
+      );
     const caches = createLicensingCaches({
       db,
       now,
       unknownKeyCacheMs: config.unknownKeyCacheMs,
       onOtherChange: (payload) => {
         if (payload === "issuers") reloadIssuers();
+        else if (payload === "routes") reloadRoutes();
         else if (payload === "signing_keys") reloadSigningKeys();
         else if (payload.startsWith("service_token:")) serviceTokens.invalidate(payload.slice("service_token:".length));
         else {
           serviceTokens.invalidateAll();
           reloadIssuers();
           reloadSigningKeys();
+          reloadRoutes();
         }
       },
     });
@@ -157,6 +192,16 @@ export function createApp(options: AppOptions): App {
     });
     counters = engine;
     decisionLog = log;
+    metrics.watchEngine(() => engine.stats());
+    metrics.watchDecisionLog(() => log.stats());
+    metrics.watchPool(() => opened.poolStats?.());
+    const probes = createReadiness({
+      migrated: () => ready,
+      ping: () => opened.ping(),
+      cachedLicenses: () => caches.licenses.size,
+      logger: logger.child({ component: "readiness" }),
+    });
+    readiness = probes;
     listener = createChangeListener({
       store: opened,
       logger: logger.child({ component: "listen" }),
@@ -166,29 +211,72 @@ export function createApp(options: AppOptions): App {
 
     const adminToken = await resolveAdminToken(config, opened, logger);
     const signingSecret = await resolveSigningSecret(config, opened, logger);
+    const resolveIdentity = createIdentityResolver({
+      keys: caches.keys,
+      bearerTokens: bearerTokenVerifier(jwt),
+      licenseTokens: licenseTokenVerifier(licenseTokens),
+      serviceCallers: serviceCallers(serviceTokens),
+    });
+    const meter = createMetering({
+      db,
+      resolveIdentity,
+      licenses: caches.licenses,
+      accountLicenses: caches.accountLicenses,
+      spoolDir: config.usageSpoolDir,
+      spoolMaxBytes: config.usageSpoolMaxBytes,
+      maxEventAgeMs: config.usageMaxEventAgeMs,
+      maxFutureSkewMs: config.usageMaxFutureSkewMs,
+      reservationTtlMs: config.reservationTtlMs,
+      reservationFlushMs: config.reservationFlushMs,
+      replayIntervalMs: config.usageReplayIntervalMs,
+      partitionsAhead: config.usagePartitionsAhead,
+      writeTimeoutMs: config.usageWriteTimeoutMs,
+      now,
+      logger: logger.child({ component: "metering" }),
+    });
+    metering = meter;
+    registerMeteringMetrics(metrics, meter);
+    const scalingLog = logger.child({ component: "scaling" });
+    const forecast = createForecast({
+      halfLifeMs: config.scalingForecastHalfLifeMs,
+      // Each replica sees its share of a quota's traffic; the cluster's rate is about N times it.
+      clusterFactor: () => Math.max(1, engine.stats().liveReplicas),
+    });
+    const scaler = createCapacityScaler({ db, now, currency: config.currency, logger: scalingLog, forecast });
+    autoScaler = createAutoScaler({ db, scaler, forecast, now, logger: scalingLog, intervalMs: config.scalingAutoIntervalMs });
+    const keda = createKedaScaler({
+      resolveIdentity,
+      snapshot: (id) => caches.licenses.get(id),
+      liveInstances: (id, feature, nowMs) => countLiveSeats(db, id, feature, nowMs),
+      forecast,
+      now,
+      streamIntervalMs: config.kedaStreamIntervalMs,
+    });
     const licensing = createLicensingBinding({
-      resolveIdentity: createIdentityResolver({
-        keys: caches.keys,
-        bearerTokens: bearerTokenVerifier(jwt),
-        licenseTokens: licenseTokenVerifier(licenseTokens),
-        serviceCallers: serviceCallers(serviceTokens),
-      }),
+      scale: createScaleHandler({ resolveIdentity, scaler, accountLicense: (id) => findAccountLicense(db, id), now, logger: scalingLog }),
+      forecast,
+      resolveIdentity,
+      report: meter.report,
+      reservations: meter.reservations,
       licenses: caches.licenses,
       accountLicenses: caches.accountLicenses,
       counters: engine,
       operations: createOperationCache<CheckResponse>({ windowMs: config.operationWindowMs, maxEntries: config.operationCacheMax, now }),
-      decisions: log,
+      // Every decision is counted for /metrics and watched for readiness, then logged.
+      decisions: probes.watchingRecorder(metrics.countingRecorder(log)),
       now,
       cacheTtlMs: config.checkCacheTtlMs,
     });
     const authz: AuthzDeps = {
       check: licensing.handlers.check,
-      routes: [],
+      routes: (method, path) => routeMatcher(method, path),
       logger: logger.child({ component: "authz" }),
-      options: { removeCredentialHeader: true },
+      options: { removeCredentialHeader: config.authzRemoveCredential },
     };
-    const authenticate = createAdminAuthenticator(adminToken);
     const adminLog = logger.child({ component: "admin" });
+    const authorizer = createAdminAuthorizer({ adminToken, db, now, logger: adminLog });
+    // Apply, Export, licence tokens and signing keys are the operator's alone.
+    const authenticate = authorizer.operatorOnly;
     const bindings = [
       gateUntilReady(licensing, () => ready),
       gateUntilReady(createAuthorizationBinding(authz), () => ready),
@@ -199,27 +287,58 @@ export function createApp(options: AppOptions): App {
         onRulesChanged: invalidateEverything,
         now,
         logger: adminLog,
-        extraHandlers: createTokenAdminHandlers({
-          db,
-          authenticate,
-          signingSecret,
-          onSigningKeysChanged: () => licenseTokens.reload(),
-          now,
-          logger: adminLog,
-        }),
+        extraHandlers: {
+          ...createTokenAdminHandlers({
+            db,
+            authenticate,
+            signingSecret,
+            onSigningKeysChanged: () => licenseTokens.reload(),
+            now,
+            logger: adminLog,
+          }),
+          ...createOperationsAdminHandlers({
+            db,
+            authorize: authorizer.authorize,
+            onChange: caches.onChange,
+            onAdminTokenRevoked: authorizer.invalidate,
+            now,
+            logger: adminLog,
+          }),
+          ...createUsageAdminHandlers({
+            db,
+            authorize: authorizer.authorize,
+            statementGraceMs: config.statementGraceMs,
+            currency: config.currency,
+            capacity: ledgerCapacityUsage(now),
+            now,
+          }),
+        },
       }),
     ];
 
     grpc = createGrpcServer({
       bindings,
       health,
-      reflectionFiles: [file_licensing_v1_licensing, file_licensing_admin_v1_admin, file_envoy_service_auth_v3_external_auth],
+      reflectionFiles: [
+        file_licensing_v1_licensing,
+        file_licensing_admin_v1_admin,
+        file_envoy_service_auth_v3_external_auth,
+        file_externalscaler_externalscaler,
+      ],
+      rawMounts: [keda],
       maxReceiveMessageBytes: config.maxMessageBytes,
       logger: logger.child({ component: "grpc" }),
+      onCall: metrics.observeRpc,
     });
     http = createHttpServer({
       bindings,
-      routes: [...probeRoutes(() => ready), createForwardAuthRoute(authz), jwksRoute(licenseTokens)],
+      routes: [
+        healthzRoute(),
+        readinessRoute(probes),
+        metricsRoute(metrics.registry, options.collectMetrics?.(metrics)),
+        createForwardAuthRoute(authz),
+        jwksRoute(licenseTokens),
+      ],
       maxBodyBytes: config.maxMessageBytes,
       logger: logger.child({ component: "http" }),
     });
@@ -230,12 +349,17 @@ export function createApp(options: AppOptions): App {
     await prepareDatabase(config, opened, logger);
     await listener.start();
     jwt.setIssuers(await loadIssuers(db));
+    routeMatcher = createRouteMatcher(await loadRoutes(db));
     await licenseTokens.reload();
     await engine.start();
+    // Replays any spool an earlier process left before new Reports are accepted.
+    await meter.start();
     await log.start();
+    autoScaler.start();
     await seedDemoIfNew(config, opened, { grpcPort, httpPort }, logger, options.announce, now);
 
     ready = true;
+    probes.start();
     health.setAll("SERVING");
     for (const service of SERVICES) health.set(service, "SERVING");
     logger.info("serving");
@@ -244,18 +368,21 @@ export function createApp(options: AppOptions): App {
 
   async function stop(): Promise<void> {
     ready = false;
+    readiness?.stop();
     health.setAll("NOT_SERVING");
     logger.info({ graceMs: config.shutdownGraceMs }, "shutting down: draining in-flight calls");
     await Promise.all([grpc?.shutdown(config.shutdownGraceMs), http?.close(config.shutdownGraceMs)]);
     // In-flight calls are done: settle leases and seats, then write the last decisions.
+    await autoScaler?.stop();
     await counters?.stop();
+    await metering?.stop();
     await decisionLog?.stop();
     await listener?.stop();
     await store?.close();
     logger.info("stopped");
   }
 
-  return { start, stop, health };
+  return { start, stop, health, metrics };
 }
 
 async function resolveAdminToken(config: Config, store: Store, logger: Logger): Promise<string | undefined> {
@@ -355,18 +482,52 @@ function demoBanner(keys: readonly IssuedKey[], host: string, ports: StartedApp)
   ].join("\n");
 }
 
-function probeRoutes(isReady: () => boolean): HttpRoute[] {
-  const json = (res: import("node:http").ServerResponse, status: number, body: object) => {
-    res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store" });
-    res.end(JSON.stringify(body));
-  };
-  return [
-    { method: "GET", path: "/healthz", handle: (_req, res) => json(res, 200, { status: "ok" }) },
-    {
-      method: "GET",
-      path: "/readyz",
-      handle: (_req, res) =>
-        isReady() ? json(res, 200, { status: "ready" }) : json(res, 503, { status: "not_ready" }),
+/** Liveness: the process runs and its event loop turns. Readiness is /readyz (src/metrics). */
+function healthzRoute(): HttpRoute {
+  return {
+    method: "GET",
+    path: "/healthz",
+    handle: (_req, res) => {
+      res.writeHead(200, { "content-type": "application/json", "cache-control": "no-store" });
+      res.end('{"status":"ok"}');
     },
-  ];
+  };
+}
+
+/** Spool depth and Report outcomes, read from the metering component when /metrics is scraped. */
+function registerMeteringMetrics(metrics: Metrics, meter: Metering): void {
+  metrics.registerSource(
+    "usage",
+    () => {
+      const { spool, recorder, reservations } = meter.stats();
+      return {
+        spool_events: spool.events,
+        spool_bytes: spool.bytes,
+        spool_torn_records_total: spool.tornRecords,
+        spool_rejected_full_total: spool.rejectedFull,
+        events_accepted_total: recorder.eventsAccepted,
+        events_duplicate_total: recorder.eventsDuplicate,
+        events_spooled_total: recorder.eventsSpooled,
+        replay_failures_total: recorder.replayFailures,
+        database_up: recorder.databaseUp ? 1 : 0,
+        reservations_dropped_total: reservations.dropped,
+        reservations_expired_total: reservations.expired,
+        reservations_pending_release_units: reservations.pendingReleaseUnits,
+      };
+    },
+    {
+      spool_events: { help: "Usage events waiting in the local spool for PostgreSQL." },
+      spool_bytes: { help: "Bytes of the usage spool's segment files." },
+      spool_torn_records_total: { help: "Torn or corrupt spool records skipped at replay.", type: "counter" },
+      spool_rejected_full_total: { help: "Report batches refused because the spool was full.", type: "counter" },
+      events_accepted_total: { help: "Usage events recorded for the first time.", type: "counter" },
+      events_duplicate_total: { help: "Usage events whose id was already recorded.", type: "counter" },
+      events_spooled_total: { help: "Usage events written to the spool.", type: "counter" },
+      replay_failures_total: { help: "Spool replays that failed and will be retried.", type: "counter" },
+      database_up: { help: "1 when Report's last write reached PostgreSQL, else 0." },
+      reservations_dropped_total: { help: "Reservations dropped because their queue was full.", type: "counter" },
+      reservations_expired_total: { help: "Reservations released unsettled after RESERVATION_TTL_MS.", type: "counter" },
+      reservations_pending_release_units: { help: "Units of expired reservations still to be released." },
+    },
+  );
 }

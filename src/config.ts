@@ -83,6 +83,44 @@ export interface Config {
   readonly jwksCooldownMs: number;
   /** JWKS_CACHE_MAX_AGE_MS: how long a fetched JWKS is used before it is fetched again. Default 600000. */
   readonly jwksCacheMaxAgeMs: number;
+  /**
+   * AUTHZ_REMOVE_CREDENTIAL: on an allowed proxied request (ext_authz, forward-auth), tell the
+   * proxy to strip the credential header before the upstream sees it. Default true.
+   */
+  readonly authzRemoveCredential: boolean;
+  /** USAGE_SPOOL_DIR: where Report spools events while PostgreSQL is unreachable. Default DATA_DIR/spool. */
+  readonly usageSpoolDir: string;
+  /** USAGE_SPOOL_MAX_BYTES: spool size beyond which Report answers UNAVAILABLE. Default 1073741824 (1 GiB). */
+  readonly usageSpoolMaxBytes: number;
+  /** USAGE_MAX_EVENT_AGE_MS: oldest occurred_at Report accepts. Default 3024000000 (35 days). */
+  readonly usageMaxEventAgeMs: number;
+  /** USAGE_MAX_FUTURE_SKEW_MS: furthest occurred_at in the future Report accepts. Default 300000. */
+  readonly usageMaxFutureSkewMs: number;
+  /** USAGE_WRITE_TIMEOUT_MS: a Report write not answered within this is spooled instead. Default 10000. */
+  readonly usageWriteTimeoutMs: number;
+  /** USAGE_REPLAY_INTERVAL_MS: how often the spool is replayed (or PostgreSQL probed). Default 1000. */
+  readonly usageReplayIntervalMs: number;
+  /** USAGE_PARTITIONS_AHEAD: monthly usage_events partitions created ahead of the current month. Default 3. */
+  readonly usagePartitionsAhead: number;
+  /** RESERVATION_TTL_MS: a Check's reservation not settled by a Report is released after this. Default 900000. */
+  readonly reservationTtlMs: number;
+  /** RESERVATION_FLUSH_MS: how often reservations are written. Default 200. */
+  readonly reservationFlushMs: number;
+  /** STATEMENT_GRACE_MS: after a period ends, how long before its statement is closed for good. Default 86400000. */
+  readonly statementGraceMs: number;
+  /** CURRENCY: ISO 4217 currency of every price (statements, Scale's costs). Default "EUR". */
+  readonly currency: string;
+  /** SCALING_AUTO_INTERVAL_MS: how often capacities in auto mode are re-evaluated. Default 10000. */
+  readonly scalingAutoIntervalMs: number;
+  /** SCALING_FORECAST_HALF_LIFE_MS: half-life of the consumption rate behind depletes_at. Default 60000. */
+  readonly scalingForecastHalfLifeMs: number;
+  /** KEDA_STREAM_INTERVAL_MS: how often KEDA's StreamIsActive streams are re-evaluated. Default 5000. */
+  readonly kedaStreamIntervalMs: number;
+  /**
+   * WORKERS: worker processes (node:cluster) sharing the ports, each a full replica with its own
+   * leases (REPLICA_ID-w<i>). Default 1 (no cluster).
+   */
+  readonly workers: number;
 }
 
 export class ConfigError extends Error {
@@ -139,7 +177,26 @@ export function loadConfig(env: Env, options: LoadConfigOptions): Config {
     signingKeySecret: secretKeyVar(env, "SIGNING_SECRET"),
     jwksCooldownMs: intVar(env, "JWKS_COOLDOWN_MS", 10_000, 0, 3_600_000),
     jwksCacheMaxAgeMs: intVar(env, "JWKS_CACHE_MAX_AGE_MS", 600_000, 1000, 86_400_000),
+    authzRemoveCredential: boolVar(env, "AUTHZ_REMOVE_CREDENTIAL", true),
+    usageSpoolDir: pathVar(env, "USAGE_SPOOL_DIR", options.cwd) ?? resolve(isAbsolute(dataDir) ? dataDir : resolve(options.cwd, dataDir), "spool"),
+    usageSpoolMaxBytes: intVar(env, "USAGE_SPOOL_MAX_BYTES", 1024 * 1024 * 1024, 1024 * 1024, Number.MAX_SAFE_INTEGER),
+    usageMaxEventAgeMs: intVar(env, "USAGE_MAX_EVENT_AGE_MS", 35 * 86_400_000, 60_000, 3650 * 86_400_000),
+    usageMaxFutureSkewMs: intVar(env, "USAGE_MAX_FUTURE_SKEW_MS", 300_000, 0, 86_400_000),
+    usageWriteTimeoutMs: intVar(env, "USAGE_WRITE_TIMEOUT_MS", 10_000, 100, 600_000),
+    usageReplayIntervalMs: intVar(env, "USAGE_REPLAY_INTERVAL_MS", 1000, 10, 600_000),
+    usagePartitionsAhead: intVar(env, "USAGE_PARTITIONS_AHEAD", 3, 1, 120),
+    reservationTtlMs: intVar(env, "RESERVATION_TTL_MS", 900_000, 1000, 30 * 86_400_000),
+    reservationFlushMs: intVar(env, "RESERVATION_FLUSH_MS", 200, 10, 60_000),
+    statementGraceMs: intVar(env, "STATEMENT_GRACE_MS", 86_400_000, 0, 90 * 86_400_000),
+    currency: currencyVar(env, "CURRENCY", "EUR"),
+    scalingAutoIntervalMs: intVar(env, "SCALING_AUTO_INTERVAL_MS", 10_000, 1000, 3_600_000),
+    scalingForecastHalfLifeMs: intVar(env, "SCALING_FORECAST_HALF_LIFE_MS", 60_000, 1000, 86_400_000),
+    kedaStreamIntervalMs: intVar(env, "KEDA_STREAM_INTERVAL_MS", 5000, 100, 600_000),
+    workers: intVar(env, "WORKERS", 1, 1, 64),
   };
+  if (config.workers > 1 && config.databaseUrl === undefined) {
+    throw new ConfigError("WORKERS", "more than 1 needs DATABASE_URL: the embedded database belongs to one process");
+  }
   if (config.grpcPort !== 0 && config.grpcPort === config.httpPort) {
     throw new ConfigError("HTTP_PORT", `must differ from GRPC_PORT (both ${config.grpcPort})`);
   }
@@ -198,6 +255,17 @@ function databaseUrlVar(env: Env, name: string): string | undefined {
   if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
     throw new ConfigError(name, `must use the postgres:// scheme, got "${url.protocol}"`);
   }
+  return value;
+}
+
+function pathVar(env: Env, name: string, cwd: string): string | undefined {
+  const value = raw(env, name);
+  return value === undefined ? undefined : isAbsolute(value) ? value : resolve(cwd, value);
+}
+
+function currencyVar(env: Env, name: string, fallback: string): string {
+  const value = raw(env, name) ?? fallback;
+  if (!/^[A-Z]{3}$/.test(value)) throw new ConfigError(name, `must be an ISO 4217 code such as EUR or USD, got "${value}"`);
   return value;
 }
 

@@ -22,6 +22,14 @@ import { migrateDown, migrateToLatest } from "../store/migrate.js";
 import { createAdminClient } from "./admin-client.js";
 import { decisionsCommand, HELP as DECISIONS_HELP } from "./commands/decisions.js";
 import { connectionOptions, keysCommand, KEYS_HELP, tokensCommand, TOKENS_HELP } from "./commands/tokens.js";
+import { usageCommand, USAGE_HELP } from "./commands/usage.js";
+import { accountsCommand, ACCOUNTS_HELP, plansCommand, PLANS_HELP } from "./commands/admin-accounts.js";
+import { adminTokensCommand, ADMIN_TOKENS_HELP, apiKeysCommand, API_KEYS_HELP } from "./commands/admin-api-keys.js";
+import { checkCommand, CHECK_HELP } from "./commands/admin-check.js";
+import { decisionsListCommand, DECISIONS_LIST_HELP } from "./commands/admin-decisions.js";
+import { licensesCommand, LICENSES_HELP } from "./commands/admin-licenses.js";
+import { statusCommand, STATUS_HELP } from "./commands/admin-status.js";
+import { createLicensingClient } from "../client.js";
 import { json, table, type OutputFormat } from "./output.js";
 
 class UsageError extends Error {}
@@ -42,9 +50,17 @@ Commands:
   migrate    apply pending database migrations (DATABASE_URL, or the embedded database in DATA_DIR)
   apply      validate and apply a rules document on the running service
   export     print the running service's current rules document
+  check      ask for a decision and explain it (which rule allowed or denied, what is left)
+  accounts   list or show accounts
+  plans      list or show plans
+  licenses   list, show, suspend, reinstate or renew licences
+  api-keys   create, list or revoke API keys (the secret is shown once)
+  admin-tokens  create or revoke account-scoped admin tokens
+  status     a licence's live usage against its limits, seats held, leases
+  usage      print a licence's usage statement for a billing period
   tokens     issue a licence token (an EdDSA JWT verifiable offline)
   keys       rotate, list or retire the keys that sign licence tokens
-  decisions  verify the hash-chained decision log (DATABASE_URL, or the embedded database)
+  decisions  list decisions, or verify the hash-chained decision log
 
 Run "licensing <command> --help" for a command's options.`,
   serve: `Usage: licensing serve
@@ -73,9 +89,17 @@ Prints the current state as a rules document that "licensing apply" accepts (no 
 ${CONNECTION_HELP}`,
 };
 
-HELP.decisions = DECISIONS_HELP;
+HELP.decisions = `${DECISIONS_LIST_HELP}\n\n${DECISIONS_HELP}`;
+HELP.check = CHECK_HELP;
+HELP.accounts = ACCOUNTS_HELP;
+HELP.plans = PLANS_HELP;
+HELP.licenses = LICENSES_HELP;
+HELP["api-keys"] = API_KEYS_HELP;
+HELP["admin-tokens"] = ADMIN_TOKENS_HELP;
+HELP.status = STATUS_HELP;
 HELP.tokens = TOKENS_HELP;
 HELP.keys = KEYS_HELP;
+HELP.usage = USAGE_HELP;
 
 const CONNECTION_OPTIONS = {
   server: { type: "string" },
@@ -108,10 +132,27 @@ async function main(argv: string[]): Promise<number> {
       return exportRules(rest);
     case "tokens":
       return tokensCommand(rest, await connect(connectionOptions(rest)));
+    case "usage":
+      return usageCommand(rest, await connect(connectionOptions(rest)));
     case "keys":
       return keysCommand(rest, await connect(connectionOptions(rest)));
     case "decisions":
+      if (rest[0] === "list") return decisionsListCommand(rest.slice(1), await connect(connectionOptions(rest)));
       return withStore((store) => decisionsCommand(rest, store));
+    case "accounts":
+      return accountsCommand(rest, await connect(connectionOptions(rest)));
+    case "plans":
+      return plansCommand(rest, await connect(connectionOptions(rest)));
+    case "licenses":
+      return licensesCommand(rest, await connect(connectionOptions(rest)));
+    case "api-keys":
+      return apiKeysCommand(rest, await connect(connectionOptions(rest)));
+    case "admin-tokens":
+      return adminTokensCommand(rest, await connect(connectionOptions(rest)));
+    case "status":
+      return statusCommand(rest, await connect(connectionOptions(rest)));
+    case "check":
+      return check(rest);
     default:
       throw new UsageError(`unknown command "${command}"`);
   }
@@ -152,6 +193,18 @@ async function migrate(args: string[]): Promise<number> {
     }
     return 0;
   });
+}
+
+/**
+ * `licensing check` asks the data plane; with an admin token it also reads the licence's
+ * entitlements to explain which rule decided.
+ */
+async function check(args: string[]): Promise<number> {
+  const options = connectionOptions(args);
+  const server = options.server ?? (process.env.LICENSING_SERVER?.trim() || "http://127.0.0.1:50051");
+  const token = options.token ?? (process.env.LICENSING_ADMIN_TOKEN?.trim() || process.env.ADMIN_TOKEN?.trim() || (await readAdminTokenFile(dataDir())));
+  const admin = token === undefined ? undefined : await connect(options);
+  return checkCommand(args, createLicensingClient(server, { timeoutMs: 5000 }), admin);
 }
 
 async function connect(values: { server?: string | undefined; token?: string | undefined }) {
@@ -277,10 +330,15 @@ function report(error: unknown): number {
   return 1;
 }
 
+/** Exits once everything written to stdout and stderr has been handed to the OS (pipes included). */
+function exitAfterFlush(code: number): void {
+  process.stdout.write("", () => process.stderr.write("", () => process.exit(code)));
+}
+
 main(process.argv.slice(2)).then(
   (code) => {
     // serve keeps running until a signal; the other commands end here.
-    if (process.argv[2] !== "serve") process.exit(code);
+    if (process.argv[2] !== "serve") exitAfterFlush(code);
   },
-  (error: unknown) => process.exit(report(error)),
+  (error: unknown) => exitAfterFlush(report(error)),
 );

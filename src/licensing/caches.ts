@@ -3,12 +3,13 @@
  * and how a change notification drops exactly what changed.
  *
  * Payloads (see migration 20261121010000): "license:<id>", "plan:<name>", "key:<secret_hash>",
- * "service_token:<hash>", "issuers", "signing_keys". Unknown payloads drop everything: a
+ * "service_token:<hash>", "issuers", "signing_keys", "routes". Unknown payloads drop everything: a
  * newer replica's notification must never leave stale data here.
  */
 import type { Kysely } from "kysely";
 import type { Database } from "../store/schema.js";
-import { findAccountLicense, findApiKeyByHash, loadLicenseSnapshot } from "../store/licenses.js";
+import { loadScaledLicenseSnapshot } from "../scaling/capacity-snapshot.js";
+import { findAccountLicense, findApiKeyByHash } from "../store/licenses.js";
 import { createLoadingCache, type LoadingCache } from "./loading-cache.js";
 import type { ApiKeyRecord, LicenseSnapshot } from "./snapshot.js";
 
@@ -38,7 +39,8 @@ export function createLicensingCaches(options: CachesOptions): LicensingCaches {
     negativeTtlMs: options.unknownKeyCacheMs,
     now,
   });
-  const licenses = createLoadingCache<string, LicenseSnapshot>({ load: (id) => loadLicenseSnapshot(db, id), negativeTtlMs: 0, now });
+  // Capacity entitlements carry the units Scale holds now, not the rules' initial limit.
+  const licenses = createLoadingCache<string, LicenseSnapshot>({ load: (id) => loadScaledLicenseSnapshot(db, id), negativeTtlMs: 0, now });
   const accountLicenses = createLoadingCache<string, string>({ load: (id) => findAccountLicense(db, id), negativeTtlMs: 0, now });
 
   function invalidateAll(): void {
@@ -67,6 +69,7 @@ export function createLicensingCaches(options: CachesOptions): LicensingCaches {
       case "service_token":
       case "issuers":
       case "signing_keys":
+      case "routes":
         options.onOtherChange?.(payload);
         return;
       default:

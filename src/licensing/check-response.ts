@@ -16,6 +16,8 @@ export interface ResponseInput {
   /** The decision consumed units (or holds a seat): the answer must not be reused. */
   readonly consumed: boolean;
   readonly nowMs: number;
+  /** Forecast: when the binding limit runs out at the current rate, when known. */
+  readonly depletesAtMs?: number | undefined;
 }
 
 export function durationOfMs(ms: number): Duration {
@@ -61,6 +63,7 @@ export function createResponseBuilder(cacheTtlMs: number): (input: ResponseInput
       response.remaining = BigInt(status.remaining);
       if (status.resetsAtMs !== null) response.resetsAt = timestampFromMs(status.resetsAtMs);
       if (!verdict.allow && status.retryAtMs !== null) response.retryAfter = durationOfMs(status.retryAtMs - input.nowMs);
+      if (input.depletesAtMs !== undefined) response.depletesAt = timestampFromMs(input.depletesAtMs);
     }
     return response;
   };

@@ -43,7 +43,25 @@ export interface DecisionRecorder {
   record(entry: DecisionEntry): void;
 }
 
+/** Reservations made by consuming Checks with an operation_id, settled later by Report. */
+export interface ReservationSink {
+  /** Must not block or throw: an in-memory enqueue. */
+  record(snapshot: LicenseSnapshot, feature: string, operationId: string, quantity: number, nowMs: number): void;
+}
+
+/** Consumption rates, for depletes_at (src/scaling/forecast.ts). */
+export interface ConsumptionForecast {
+  /** Must not block or throw. */
+  recordConsumption(licenseId: string, feature: string, units: number, nowMs: number, remaining?: number): void;
+  /** When `remaining` units run out at the current rate (epoch ms), when known. */
+  depletesAt(licenseId: string, feature: string, remaining: number, nowMs: number): number | undefined;
+}
+
 export interface CheckDeps {
+  /** Feeds and answers depletes_at; absent: no forecast. */
+  readonly forecast?: ConsumptionForecast;
+  /** Where consuming Checks with an operation_id reserve; absent: no reservations. */
+  readonly reservations?: ReservationSink;
   readonly resolveIdentity: IdentityResolver;
   /** Licence snapshots by licence id. */
   readonly licenses: LoadingCache<string, LicenseSnapshot>;
@@ -72,10 +90,15 @@ export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRe
   function finish(check: ValidCheck, snapshot: LicenseSnapshot | undefined, decision: Decision & { outcome: "decided" }, nowMs: number): CheckResponse {
     const consumed = decision.consumption.length > 0 || decision.failOpen.length > 0;
     if (decision.verdict.allow && snapshot !== undefined) {
-      if (decision.consumption.length > 0) deps.counters.commit(snapshot.licenseId, decision.consumption, nowMs);
+      if (decision.consumption.length > 0) {
+        deps.counters.commit(snapshot.licenseId, decision.consumption, nowMs);
+        // Retries answered from the operation cache never reach here: one reservation per operation.
+        if (check.operationId !== "") deps.reservations?.record(snapshot, check.feature, check.operationId, check.quantity, nowMs);
+      }
       for (const use of decision.failOpen) deps.counters.recordFailOpen(snapshot.licenseId, use.rule, use.quantity, nowMs);
     }
-    const response = respond({ verdict: decision.verdict, snapshot, status: decision.status, consumed, nowMs });
+    const depletesAtMs = forecastFor(snapshot, check.feature, decision, nowMs);
+    const response = respond({ verdict: decision.verdict, snapshot, status: decision.status, consumed, nowMs, depletesAtMs });
     deps.decisions.record({
       decisionId: response.decisionId,
       timeMs: nowMs,
@@ -86,6 +109,17 @@ export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRe
       quantity: check.quantity,
     });
     return response;
+  }
+
+  /** Feeds the forecast with what a quota decision consumed, and reads when the quota runs out. */
+  function forecastFor(snapshot: LicenseSnapshot | undefined, feature: string, decision: Decision & { outcome: "decided" }, nowMs: number): number | undefined {
+    const forecast = deps.forecast;
+    const status = decision.status;
+    if (forecast === undefined || snapshot === undefined || status === undefined || status.resetsAtMs === null) return undefined;
+    for (const use of decision.consumption) {
+      if (use.kind === "quota") forecast.recordConsumption(snapshot.licenseId, feature, use.quantity, nowMs, status.remaining);
+    }
+    return forecast.depletesAt(snapshot.licenseId, feature, status.remaining, nowMs);
   }
 
   function deny(check: ValidCheck, snapshot: LicenseSnapshot | undefined, verdict: Verdict, nowMs: number): CheckResponse {

@@ -1,20 +1,26 @@
 /**
- * LicensingService: Check decides from memory; Report and Scale are not built yet and say so
- * with UNIMPLEMENTED rather than pretending to record anything.
+ * LicensingService: Check decides from memory, Report records usage durably (src/metering),
+ * Scale moves licensed capacity within its policy (src/scaling).
  */
-import { LicensingService } from "../gen/licensing/v1/licensing_pb.js";
-import { unimplemented } from "../server/errors.js";
-import { bindService, type ServiceBinding } from "../server/rpc.js";
+import {
+  LicensingService,
+  type ReportRequestSchema,
+  type ReportResponseSchema,
+  type ScaleRequestSchema,
+  type ScaleResponseSchema,
+} from "../gen/licensing/v1/licensing_pb.js";
+import { bindService, type ServiceBinding, type UnaryHandler } from "../server/rpc.js";
 import { createCheckHandler, type CheckDeps } from "./check.js";
 
-export function createLicensingBinding(deps: CheckDeps): ServiceBinding<typeof LicensingService> {
+export interface LicensingDeps extends CheckDeps {
+  readonly report: UnaryHandler<typeof ReportRequestSchema, typeof ReportResponseSchema>;
+  readonly scale: UnaryHandler<typeof ScaleRequestSchema, typeof ScaleResponseSchema>;
+}
+
+export function createLicensingBinding(deps: LicensingDeps): ServiceBinding<typeof LicensingService> {
   return bindService(LicensingService, {
     check: createCheckHandler(deps),
-    report() {
-      throw unimplemented("Report is not available in this version: usage metering is not built yet");
-    },
-    scale() {
-      throw unimplemented("Scale is not available in this version: capacity scaling is not built yet");
-    },
+    report: deps.report,
+    scale: deps.scale,
   });
 }

@@ -59,6 +59,8 @@ export interface GrpcServerOptions {
   readonly maxConnectionAgeMs?: number;
   readonly logger: ServerLogger;
   readonly onCall?: GrpcCallObserver;
+  /** Streaming services mounted as they are (e.g. KEDA's external scaler); closed on shutdown. */
+  readonly rawMounts?: readonly RawServiceMount[];
 }
 
 export interface GrpcServer {
@@ -102,7 +104,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     file_grpc_health_v1_health,
     ...REFLECTION_FILES,
   ]);
-  const mounts = [createHealthService(options.health), ...createReflectionServices(reflectionIndex)];
+  const mounts = [createHealthService(options.health), ...createReflectionServices(reflectionIndex), ...(options.rawMounts ?? [])];
   for (const mount of mounts) server.addService(rawServiceDefinition(mount.service), mount.implementation);
 
   let shuttingDown: Promise<void> | undefined;

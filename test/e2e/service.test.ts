@@ -242,12 +242,20 @@ describe.each(testBackends())("the service end to end on %s", (backend) => {
     expect(stillServing.decision).toBe(Decision.ALLOW);
   });
 
-  it("Report answers UNIMPLEMENTED with a clear message until metering lands", async () => {
-    const error = await grpcError(
-      client.call("/licensing.v1.LicensingService/Report", ReportRequestSchema, ReportResponseSchema, { events: [] }),
-    );
-    expect(error.code).toBe(grpc.status.UNIMPLEMENTED);
-    expect(error.details).toContain("Report");
+  it("Report records usage once: a retried batch counts as duplicates, a bad event is rejected by index", async () => {
+    const report = () =>
+      client.call("/licensing.v1.LicensingService/Report", ReportRequestSchema, ReportResponseSchema, {
+        events: [
+          { id: "evt-1", credential: { case: "apiKey", value: secrets.get("acme-backend") ?? "" }, feature: "reports.export", quantity: 3n },
+          { id: "", credential: { case: "apiKey", value: secrets.get("acme-backend") ?? "" }, feature: "reports.export", quantity: 1n },
+        ],
+      });
+    const first = await report();
+    expect(first.accepted).toBe(1);
+    expect(first.rejected).toEqual([expect.objectContaining({ index: 1, reason: expect.stringMatching(/^events\[1\]\.id: /) })]);
+    const retried = await report();
+    expect(retried.accepted).toBe(0);
+    expect(retried.duplicates).toBe(1);
   });
 
   it("an invalid rules document is rejected whole, naming each path, and changes nothing", async () => {

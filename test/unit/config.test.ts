@@ -100,3 +100,10 @@ describe("configuration of the Check engine", () => {
     expect(errorOf({ DECISION_LOG: "none" }).variable).toBe("DECISION_LOG");
   });
 });
+
+describe("configuration of workers", () => {
+  it("WORKERS > 1 needs PostgreSQL: the embedded database belongs to one process", () => {
+    expect(errorOf({ WORKERS: "2" }).variable).toBe("WORKERS");
+    expect(loadConfig({ WORKERS: "2", DATABASE_URL: "postgres://u@h/d" }, options).workers).toBe(2);
+  });
+});
