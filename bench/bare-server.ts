@@ -87,6 +87,8 @@ export function createBareServer(): grpc.Server {
     "grpc.max_concurrent_streams": 1000,
     "grpc.keepalive_time_ms": 60_000,
     "grpc.keepalive_timeout_ms": 20_000,
+    // As on the service's gRPC port (src/server/grpc-server.ts), so the comparison stays fair.
+    "grpc.enable_channelz": 0,
   });
   const answers: ReadonlyArray<readonly [string, Buffer]> = [
     [BARE_PATHS.check, constantCheckResponse()],

@@ -40,6 +40,8 @@ import { createOperationCache } from "./licensing/idempotency.js";
 import { createIdentityResolver } from "./licensing/identity.js";
 import { createLicensingBinding } from "./licensing/licensing-binding.js";
 import { createMetering, type Metering } from "./metering/metering.js";
+import { decodeCheckRequest, encodeCheckResponse } from "./licensing/check-codec.js";
+import type { UnaryCodec } from "./server/grpc-server.js";
 import { file_externalscaler_externalscaler } from "./gen/externalscaler/externalscaler_pb.js";
 import { createAutoScaler, type AutoScaler } from "./scaling/auto-scaler.js";
 import { createCapacityScaler } from "./scaling/capacity-scaler.js";
@@ -87,6 +89,12 @@ export interface App {
   readonly health: HealthRegistry;
   readonly metrics: Metrics;
 }
+
+/** Check's specialized codec on the gRPC port (byte-identical to protobuf-es; see check-codec.ts). */
+const CHECK_CODEC = {
+  decode: decodeCheckRequest,
+  encode: encodeCheckResponse,
+} as unknown as UnaryCodec;
 
 /** The service names health reports on, besides "" (the whole server). */
 const SERVICES = [
@@ -326,6 +334,7 @@ export function createApp(options: AppOptions): App {
         file_externalscaler_externalscaler,
       ],
       rawMounts: [keda],
+      codecs: new Map([["/licensing.v1.LicensingService/Check", CHECK_CODEC]]),
       maxReceiveMessageBytes: config.maxMessageBytes,
       logger: logger.child({ component: "grpc" }),
       onCall: metrics.observeRpc,

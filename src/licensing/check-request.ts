@@ -31,9 +31,12 @@ export function validateCheckRequest(req: CheckRequest): ValidCheck {
   if (credential.case === undefined) {
     throw invalidArgument("credential", "one of api_key, bearer_token, license_token or license_id is required");
   }
-  const field = `credential.${snakeCase(credential.case)}`;
-  if (credential.value.length === 0) throw invalidArgument(field, "must not be empty");
-  maxChars(field, credential.value, CHECK_LIMITS.credentialChars);
+  const length = credential.value.length;
+  if (length === 0 || length > CHECK_LIMITS.credentialChars) {
+    const field = `credential.${snakeCase(credential.case)}`;
+    if (length === 0) throw invalidArgument(field, "must not be empty");
+    maxChars(field, credential.value, CHECK_LIMITS.credentialChars);
+  }
   if (req.feature.length === 0) throw invalidArgument("feature", "is required");
   maxChars("feature", req.feature, CHECK_LIMITS.featureChars);
   maxChars("environment", req.environment, CHECK_LIMITS.environmentChars);

@@ -5,7 +5,7 @@
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { DurationSchema, timestampFromMs, type Duration } from "@bufbuild/protobuf/wkt";
-import { CheckResponseSchema, Decision as WireDecision, type CheckResponse } from "../gen/licensing/v1/licensing_pb.js";
+import { Decision as WireDecision, type CheckResponse } from "../gen/licensing/v1/licensing_pb.js";
 import type { LimitStatus, Verdict } from "./decide.js";
 import type { LicenseSnapshot } from "./snapshot.js";
 
@@ -45,13 +45,25 @@ export function createResponseBuilder(cacheTtlMs: number): (input: ResponseInput
 
   return (input) => {
     const { verdict, snapshot, status } = input;
-    const response = create(CheckResponseSchema, {
+    // A literal with every field, equivalent to create(CheckResponseSchema, ...) without its
+    // reflection: this runs on every Check.
+    const response: CheckResponse = {
+      $typeName: "licensing.v1.CheckResponse",
       decision: verdict.allow ? WireDecision.ALLOW : WireDecision.DENY,
       reason: verdict.reason,
       message: verdict.message,
-      decisionId: randomUUID(),
+      licenseId: "",
+      limit: undefined,
+      remaining: undefined,
+      resetsAt: undefined,
+      retryAfter: undefined,
       cacheTtl: cacheTtl(input),
-    });
+      decisionId: randomUUID(),
+      policyVersion: 0n,
+      depletesAt: undefined,
+      plan: "",
+      accountId: "",
+    };
     if (snapshot !== undefined) {
       response.licenseId = snapshot.licenseId;
       response.plan = snapshot.plan;

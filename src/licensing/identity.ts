@@ -63,7 +63,22 @@ export const BACKEND_DOWN_VERDICT: Verdict = {
 
 const BACKEND_DOWN: Resolution = { denied: BACKEND_DOWN_VERDICT };
 
+/**
+ * Most secret→hash pairs remembered. Hashing a key is the largest fixed cost of a Check from
+ * memory; known keys are few and repeat, so their hashes are kept. Only keys that resolved are
+ * remembered (a flood of random keys cannot evict them), and the secrets kept are the ones the
+ * process holds while serving their callers anyway.
+ */
+const MAX_REMEMBERED_HASHES = 10_000;
+
 export function createIdentityResolver(deps: IdentityDeps): IdentityResolver {
+  const hashes = new Map<string, string>();
+
+  function remember(secret: string, hash: string): void {
+    if (hashes.size >= MAX_REMEMBERED_HASHES) hashes.clear();
+    hashes.set(secret, hash);
+  }
+
   function fromKey(key: ApiKeyRecord | undefined, nowMs: number): Resolution {
     if (key === undefined) return UNKNOWN_KEY;
     const keyDenied = keyVerdict(key, nowMs);
@@ -71,11 +86,18 @@ export function createIdentityResolver(deps: IdentityDeps): IdentityResolver {
   }
 
   function apiKey(secret: string, nowMs: number): MaybePromise<Resolution> {
-    const hash = hashApiKey(secret);
+    const known = hashes.get(secret);
+    const hash = known ?? hashApiKey(secret);
     const cached = deps.keys.peek(hash);
-    if (cached !== MISS) return fromKey(cached, nowMs);
+    if (cached !== MISS) {
+      if (known === undefined && cached !== undefined) remember(secret, hash);
+      return fromKey(cached, nowMs);
+    }
     return deps.keys.get(hash).then(
-      (key) => fromKey(key, nowMs),
+      (key) => {
+        if (key !== undefined) remember(secret, hash);
+        return fromKey(key, nowMs);
+      },
       () => BACKEND_DOWN,
     );
   }

@@ -1,0 +1,103 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { DurationSchema, TimestampSchema } from "@bufbuild/protobuf/wkt";
+import { describe, expect, it } from "vitest";
+import {
+  CheckRequestSchema,
+  CheckResponseSchema,
+  Decision,
+  Reason,
+  type CheckRequest,
+  type CheckResponse,
+} from "../../src/gen/licensing/v1/licensing_pb.js";
+import { decodeCheckRequest, encodeCheckResponse } from "../../src/licensing/check-codec.js";
+
+/** A small deterministic generator (xorshift), so failures reproduce. */
+function random(seed: number) {
+  let state = seed >>> 0 || 1;
+  const next = () => {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    return (state >>> 0) / 0x1_0000_0000;
+  };
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)] as T;
+  return { next, pick };
+}
+
+const STRINGS = ["", "a", "reports.export", "lk_live_AbC123", "ünïcödé ✓", "\ufeffbom", "\ud800lone", "x".repeat(300), "日本語"];
+const INT64S = [0n, 1n, 127n, 128n, 300n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 63n - 1n, -1n, -(2n ** 63n)];
+
+function randomResponse(r: ReturnType<typeof random>): CheckResponse {
+  const maybe = <T>(value: () => T): T | undefined => (r.next() < 0.5 ? value() : undefined);
+  const seconds = () => r.pick([0n, 1n, 59n, 1_764_000_000n, -5n, 2n ** 40n]);
+  const nanos = () => r.pick([0, 1, 999_999_999, 500_000_000, -1]);
+  return create(CheckResponseSchema, {
+    decision: r.pick([Decision.UNSPECIFIED, Decision.ALLOW, Decision.DENY]),
+    reason: r.pick([Reason.UNSPECIFIED, Reason.OK, Reason.QUOTA_EXHAUSTED, Reason.CREDENTIAL_REVOKED]),
+    message: r.pick(STRINGS),
+    licenseId: r.pick(STRINGS),
+    limit: maybe(() => r.pick(INT64S)),
+    remaining: maybe(() => r.pick(INT64S)),
+    resetsAt: maybe(() => create(TimestampSchema, { seconds: seconds(), nanos: nanos() })),
+    retryAfter: maybe(() => create(DurationSchema, { seconds: seconds(), nanos: nanos() })),
+    cacheTtl: maybe(() => create(DurationSchema, { seconds: seconds(), nanos: nanos() })),
+    decisionId: r.pick(STRINGS),
+    policyVersion: r.pick(INT64S),
+    depletesAt: maybe(() => create(TimestampSchema, { seconds: seconds(), nanos: nanos() })),
+    plan: r.pick(STRINGS),
+    accountId: r.pick(STRINGS),
+  });
+}
+
+function randomRequest(r: ReturnType<typeof random>): CheckRequest {
+  const credentialCase = r.pick(["apiKey", "bearerToken", "licenseToken", "licenseId", undefined] as const);
+  const attributes: Record<string, string> = {};
+  const count = Math.floor(r.next() * 4);
+  for (let i = 0; i < count; i++) attributes[r.pick(STRINGS)] = r.pick(STRINGS);
+  return create(CheckRequestSchema, {
+    credential: credentialCase === undefined ? { case: undefined } : { case: credentialCase, value: r.pick(STRINGS) },
+    feature: r.pick(STRINGS),
+    quantity: r.next() < 0.5 ? r.pick(INT64S) : undefined,
+    environment: r.pick(STRINGS),
+    operationId: r.pick(STRINGS),
+    instanceId: r.pick(STRINGS),
+    attributes,
+    dryRun: r.next() < 0.5,
+  });
+}
+
+describe("the specialized Check codec", () => {
+  it("encodes 5,000 generated CheckResponses byte for byte as protobuf-es does", () => {
+    const r = random(42);
+    for (let i = 0; i < 5_000; i++) {
+      const message = randomResponse(r);
+      expect(Buffer.from(encodeCheckResponse(message)).toString("hex")).toBe(Buffer.from(toBinary(CheckResponseSchema, message)).toString("hex"));
+    }
+  });
+
+  it("decodes 5,000 generated CheckRequests to what protobuf-es decodes", () => {
+    const r = random(7);
+    for (let i = 0; i < 5_000; i++) {
+      const bytes = Buffer.from(toBinary(CheckRequestSchema, randomRequest(r)));
+      expect(decodeCheckRequest(bytes)).toEqual(fromBinary(CheckRequestSchema, bytes));
+    }
+  });
+
+  it("skips unknown fields of every wire type, as a newer client may send them", () => {
+    const known = Buffer.from(toBinary(CheckRequestSchema, create(CheckRequestSchema, { feature: "f", dryRun: true })));
+    const unknown = Buffer.from([0xa8, 0x01, 0x05, 0xb2, 0x01, 0x02, 0x61, 0x62, 0xbd, 0x01, 1, 2, 3, 4, 0xb9, 0x01, 1, 2, 3, 4, 5, 6, 7, 8]);
+    const decoded = decodeCheckRequest(Buffer.concat([unknown, known]));
+    expect(decoded.feature).toBe("f");
+    expect(decoded.dryRun).toBe(true);
+  });
+
+  it.each([
+    ["a truncated varint", [0x30, 0xff]],
+    ["a string longer than the message", [0x2a, 0x05, 0x61]],
+    ["field number 0", [0x00, 0x01]],
+    ["wire type 7", [0x2f]],
+    ["a varint of 11 bytes", [0x30, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]],
+  ])("rejects %s", (_name, bytes) => {
+    expect(() => decodeCheckRequest(Buffer.from(bytes))).toThrow();
+  });
+});
