@@ -260,6 +260,7 @@ export function createApp(options: AppOptions): App {
       now,
       streamIntervalMs: config.kedaStreamIntervalMs,
     });
+    registerScalingMetrics(metrics, autoScaler, forecast, keda);
     const licensing = createLicensingBinding({
       scale: createScaleHandler({ resolveIdentity, scaler, accountLicense: (id) => findAccountLicense(db, id), now, logger: scalingLog }),
       forecast,
@@ -501,6 +502,48 @@ function healthzRoute(): HttpRoute {
       res.end('{"status":"ok"}');
     },
   };
+}
+
+/** Auto mode, forecasts and KEDA streams, read when /metrics is scraped. */
+function registerScalingMetrics(
+  metrics: Metrics,
+  auto: AutoScaler,
+  forecast: { stats(): { keys: number; evicted: number } },
+  keda: { stats(): { openStreams: number; refusedStreams: number; evaluations: number } },
+): void {
+  metrics.registerSource(
+    "scaling",
+    () => {
+      const a = auto.stats();
+      const f = forecast.stats();
+      const k = keda.stats();
+      return {
+        auto_passes_total: a.passes,
+        auto_scaled_up_total: a.scaledUp,
+        auto_scaled_down_total: a.scaledDown,
+        auto_ahead_of_exhaustion_total: a.aheadOfExhaustion,
+        auto_failures_total: a.failures,
+        forecast_keys: f.keys,
+        forecast_evicted_total: f.evicted,
+        keda_open_streams: k.openStreams,
+        keda_refused_streams_total: k.refusedStreams,
+      };
+    },
+    {
+      auto_passes_total: { help: "Auto-scaling passes run.", type: "counter" },
+      auto_scaled_up_total: { help: "Capacities grown by auto mode.", type: "counter" },
+      auto_scaled_down_total: { help: "Capacities shrunk by auto mode.", type: "counter" },
+      auto_ahead_of_exhaustion_total: {
+        help: "Scale-ups made because the forecast said units run out within the horizon.",
+        type: "counter",
+      },
+      auto_failures_total: { help: "Auto-scaling passes or entitlements that failed (logged).", type: "counter" },
+      forecast_keys: { help: "Quotas and capacities whose consumption rate is tracked." },
+      forecast_evicted_total: { help: "Tracked rates dropped because the forecast was full.", type: "counter" },
+      keda_open_streams: { help: "Open KEDA StreamIsActive streams." },
+      keda_refused_streams_total: { help: "KEDA streams refused because too many were open.", type: "counter" },
+    },
+  );
 }
 
 /** Spool depth and Report outcomes, read from the metering component when /metrics is scraped. */

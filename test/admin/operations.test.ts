@@ -171,7 +171,8 @@ describe.each(testBackends())("admin operations on %s", (backend) => {
     expect((await admin().getLicense({ licenseId: "acme-prod" })).license?.status).toBe("active");
   });
 
-  it.skipIf(backend !== "postgres")("an admin write waits for a rules apply in progress (shared advisory lock)", async () => {
+  // Only PostgreSQL has concurrent sessions to contend for the lock; PGlite is one connection.
+  (backend === "postgres" ? it : () => undefined)("an admin write waits for a rules apply in progress (shared advisory lock)", async () => {
     let release!: () => void;
     const held = new Promise<void>((resolve) => (release = resolve));
     let locked!: () => void;
