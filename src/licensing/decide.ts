@@ -153,6 +153,16 @@ function checkLicense(snapshot: LicenseSnapshot, request: DecisionRequest, nowMs
   return undefined;
 }
 
+/** What every limit of one decision is checked against. */
+interface LimitContext {
+  readonly licenseId: string;
+  readonly request: DecisionRequest;
+  readonly counters: CounterReader;
+  readonly nowMs: number;
+  /** The request consumes (quantity > 0 and not a dry run). */
+  readonly consuming: boolean;
+}
+
 /** One limit's answer: pass (with what it would consume), deny, or ask Postgres first. */
 type LimitResult =
   | { readonly pass: true; readonly consumption?: Consumption; readonly failOpen?: FailOpenUse; readonly status?: LimitStatus }
@@ -171,8 +181,9 @@ function checkLimits(
   let failOpen: FailOpenUse[] | undefined;
   let needs: Need[] | undefined;
   let tightest: LimitStatus | undefined;
+  const limitContext: LimitContext = { licenseId, request, counters, nowMs, consuming };
   for (const rule of rules) {
-    const result = checkLimit(licenseId, rule, request, counters, nowMs, consuming);
+    const result = checkLimit(rule, limitContext);
     if (result.pass === false) return result.decision;
     if (result.pass === "need") {
       (needs ??= []).push(result.need);
@@ -189,35 +200,22 @@ function checkLimits(
   return tightest === undefined ? decision : { ...decision, status: tightest };
 }
 
-function checkLimit(
-  licenseId: string,
-  rule: EntitlementRule,
-  request: DecisionRequest,
-  counters: CounterReader,
-  nowMs: number,
-  consuming: boolean,
-): LimitResult {
+function checkLimit(rule: EntitlementRule, limitContext: LimitContext): LimitResult {
   switch (rule.kind) {
     case "boolean":
       return { pass: true };
     case "rate":
-      return checkRate(licenseId, rule, request, counters, nowMs, consuming);
+      return checkRate(rule, limitContext);
     case "quota":
-      return checkQuota(licenseId, rule, request, counters, nowMs, consuming);
+      return checkQuota(rule, limitContext);
     case "seats":
     case "capacity":
-      return checkSeat(licenseId, rule, request, counters, nowMs, consuming);
+      return checkSeat(rule, limitContext);
   }
 }
 
-function checkRate(
-  licenseId: string,
-  rule: EntitlementRule,
-  request: DecisionRequest,
-  counters: CounterReader,
-  nowMs: number,
-  consuming: boolean,
-): LimitResult {
+function checkRate(rule: EntitlementRule, limitContext: LimitContext): LimitResult {
+  const { licenseId, request, counters, nowMs, consuming } = limitContext;
   const view = counters.rate(licenseId, rule, nowMs);
   const wanted = Math.max(request.quantity, 1);
   const limit = rule.limit ?? 0;
@@ -235,14 +233,8 @@ function checkRate(
   return { pass: false, decision: denied(Reason.RATE_LIMITED, message, status) };
 }
 
-function checkQuota(
-  licenseId: string,
-  rule: EntitlementRule,
-  request: DecisionRequest,
-  counters: CounterReader,
-  nowMs: number,
-  consuming: boolean,
-): LimitResult {
+function checkQuota(rule: EntitlementRule, limitContext: LimitContext): LimitResult {
+  const { licenseId, request, counters, nowMs, consuming } = limitContext;
   const view = counters.quota(licenseId, rule, nowMs);
   const limit = rule.limit ?? 0;
   const statusAfter = (spent: number): LimitStatus => ({
@@ -288,14 +280,8 @@ function quotaExhausted(rule: EntitlementRule, remaining: number, resetsAtMs: nu
   );
 }
 
-function checkSeat(
-  licenseId: string,
-  rule: EntitlementRule,
-  request: DecisionRequest,
-  counters: CounterReader,
-  nowMs: number,
-  consuming: boolean,
-): LimitResult {
+function checkSeat(rule: EntitlementRule, limitContext: LimitContext): LimitResult {
+  const { licenseId, request, counters, nowMs, consuming } = limitContext;
   const limit = rule.limit ?? 0;
   const view = counters.seat(licenseId, rule, request.instanceId, nowMs);
   const status: LimitStatus = { limit, remaining: Math.max(0, limit - view.inUse), resetsAtMs: null, retryAtMs: null };
