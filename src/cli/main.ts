@@ -200,19 +200,25 @@ async function migrate(args: string[]): Promise<number> {
  * entitlements to explain which rule decided.
  */
 async function check(args: string[]): Promise<number> {
-  const options = connectionOptions(args);
-  const server = options.server ?? (process.env.LICENSING_SERVER?.trim() || "http://127.0.0.1:50051");
-  const token = options.token ?? (process.env.LICENSING_ADMIN_TOKEN?.trim() || process.env.ADMIN_TOKEN?.trim() || (await readAdminTokenFile(dataDir())));
-  const admin = token === undefined ? undefined : await connect(options);
+  const { server, token } = await connection(connectionOptions(args));
+  const admin = token === undefined ? undefined : createAdminClient(server, token);
   return checkCommand(args, createLicensingClient(server, { timeoutMs: 5000 }), admin);
 }
 
-async function connect(values: { server?: string | undefined; token?: string | undefined }) {
+type ConnectionValues = { server?: string | undefined; token?: string | undefined };
+
+/** The service's address and the admin token: flags, then the environment, then DATA_DIR/admin-token. */
+async function connection(values: ConnectionValues): Promise<{ server: string; token: string | undefined }> {
   const server = values.server ?? (process.env.LICENSING_SERVER?.trim() || "http://127.0.0.1:50051");
   if (!/^https?:\/\//.test(server)) throw new UsageError(`--server must be an http:// or https:// URL, got "${server}"`);
   const token =
     values.token ??
     (process.env.LICENSING_ADMIN_TOKEN?.trim() || process.env.ADMIN_TOKEN?.trim() || (await readAdminTokenFile(dataDir())));
+  return { server, token };
+}
+
+async function connect(values: ConnectionValues) {
+  const { server, token } = await connection(values);
   return createAdminClient(server, token);
 }
 

@@ -3,13 +3,8 @@
  * by the capacity ledger (unit-seconds actually held, priced per unit-hour).
  */
 import type { CapacityLine, CapacityUsageSource } from "../metering/statement.js";
+import { formatMonth, monthOf } from "../metering/partitions.js";
 import { capacityCharges } from "./billing.js";
-
-/** Statements are monthly; `startMs` is the first instant of the month (UTC). */
-function monthOf(startMs: number): string {
-  const date = new Date(startMs);
-  return `${date.getUTCFullYear()}-${String(date.getUTCMonth() + 1).padStart(2, "0")}`;
-}
 
 /**
  * Every capacity entitlement of the licence gets a line: its charge from the ledger, or zero
@@ -17,7 +12,8 @@ function monthOf(startMs: number): string {
  */
 export function ledgerCapacityUsage(now: () => number): CapacityUsageSource {
   return async (db, licenseId, rules, startMs) => {
-    const charges = await capacityCharges(db, licenseId, monthOf(startMs), { nowMs: now() });
+    // Statements are monthly: startMs is the first instant of the month (UTC).
+    const charges = await capacityCharges(db, licenseId, formatMonth(monthOf(startMs)), { nowMs: now() });
     const byFeature = new Map(charges.map((charge) => [charge.feature, charge]));
     return rules.map((rule): CapacityLine => {
       const charge = byFeature.get(rule.feature);
