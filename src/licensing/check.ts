@@ -196,7 +196,7 @@ export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRe
   return function check(req, context) {
     const input = validateCheckRequest(req);
     const nowMs = deps.now();
-    return andThen(deps.resolveIdentity(req.credential, (name) => context.header(name), nowMs), (resolution: Resolution) => {
+    return andThen(deps.resolveIdentity(req.credential, context, nowMs), (resolution: Resolution) => {
       if (resolution.denied !== undefined) return deny(input, undefined, resolution.denied, nowMs);
       const { identity } = resolution;
       return andThen(loadSnapshot(identity), (loaded) => {

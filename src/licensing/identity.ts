@@ -10,6 +10,7 @@
 import { Reason } from "../gen/licensing/v1/licensing_pb.js";
 import type { CheckRequest } from "../gen/licensing/v1/licensing_pb.js";
 import { unauthenticated } from "../server/errors.js";
+import type { RpcContext } from "../server/rpc.js";
 import { hashApiKey } from "./api-keys.js";
 import { keyVerdict, type Verdict } from "./decide.js";
 import { MISS, type LoadingCache } from "./loading-cache.js";
@@ -47,11 +48,10 @@ export interface IdentityDeps {
 
 export type Credential = CheckRequest["credential"];
 
-export type IdentityResolver = (
-  credential: Credential,
-  header: (name: string) => string | undefined,
-  nowMs: number,
-) => MaybePromise<Resolution>;
+/** Where a caller's headers are read: the call's RpcContext, or anything with the same lookup. */
+export type HeaderSource = Pick<RpcContext, "header">;
+
+export type IdentityResolver = (credential: Credential, headers: HeaderSource, nowMs: number) => MaybePromise<Resolution>;
 
 const UNKNOWN_KEY: Resolution = { denied: { allow: false, reason: Reason.UNKNOWN_CREDENTIAL, message: "unknown API key" } };
 
@@ -121,7 +121,7 @@ export function createIdentityResolver(deps: IdentityDeps): IdentityResolver {
     return allowed.then(decide, (): Resolution => BACKEND_DOWN);
   }
 
-  return (credential, header, nowMs) => {
+  return (credential, headers, nowMs) => {
     switch (credential.case) {
       case "apiKey":
         return apiKey(credential.value, nowMs);
@@ -130,7 +130,7 @@ export function createIdentityResolver(deps: IdentityDeps): IdentityResolver {
       case "licenseToken":
         return token(deps.licenseTokens, credential.value, "licence tokens", nowMs);
       case "licenseId":
-        return licenseId(credential.value, header("authorization"), nowMs);
+        return licenseId(credential.value, headers.header("authorization"), nowMs);
       case undefined:
         // validateCheckRequest rejects a missing credential before resolution.
         return UNKNOWN_KEY;

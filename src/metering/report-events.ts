@@ -9,7 +9,7 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { ConnectError } from "@connectrpc/connect";
 import type { UsageEvent } from "../gen/licensing/v1/licensing_pb.js";
-import type { IdentityResolver, Resolution } from "../licensing/identity.js";
+import type { HeaderSource, IdentityResolver, Resolution } from "../licensing/identity.js";
 import { MISS, type LoadingCache } from "../licensing/loading-cache.js";
 import type { LicenseSnapshot } from "../licensing/snapshot.js";
 import { andThen, type MaybePromise } from "../licensing/sync.js";
@@ -36,14 +36,14 @@ export interface EventValidationDeps {
 export type EventOutcome = { readonly event: PreparedEvent } | { readonly rejected: string };
 
 /**
- * Validates and resolves one event; never throws for a bad event (it is an outcome). `header`
+ * Validates and resolves one event; never throws for a bad event (it is an outcome). `headers`
  * reads the call's metadata (a service token for license_id credentials).
  */
 export function prepareEvent(
   deps: EventValidationDeps,
   event: UsageEvent,
   index: number,
-  header: (name: string) => string | undefined,
+  headers: HeaderSource,
   nowMs: number,
 ): MaybePromise<EventOutcome> {
   const field = (name: string, message: string): EventOutcome => ({ rejected: `events[${index}].${name}: ${message}` });
@@ -60,7 +60,7 @@ export function prepareEvent(
   if (occurredAtMs > nowMs + deps.maxFutureSkewMs) return field("occurred_at", `is more than ${deps.maxFutureSkewMs} ms in the future`);
   if (occurredAtMs < nowMs - deps.maxEventAgeMs) return field("occurred_at", `is older than the ${deps.maxEventAgeMs} ms accepted`);
 
-  return andThen(resolveLicence(deps, event, header, nowMs), (found): EventOutcome => {
+  return andThen(resolveLicence(deps, event, headers, nowMs), (found): EventOutcome => {
     if (typeof found === "string") return field("credential", found);
     if (!found.entitlements.has(event.feature)) return field("feature", `"${event.feature}" is not entitled by licence ${found.licenseId}`);
     return {
@@ -83,12 +83,12 @@ export function prepareEvent(
 function resolveLicence(
   deps: EventValidationDeps,
   event: UsageEvent,
-  header: (name: string) => string | undefined,
+  headers: HeaderSource,
   nowMs: number,
 ): MaybePromise<LicenseSnapshot | string> {
   let resolution: MaybePromise<Resolution>;
   try {
-    resolution = deps.resolveIdentity(event.credential, header, nowMs);
+    resolution = deps.resolveIdentity(event.credential, headers, nowMs);
   } catch (error) {
     // license_id without a service token: UNAUTHENTICATED for a Check, a rejection here.
     if (error instanceof ConnectError) return error.rawMessage;

@@ -34,8 +34,7 @@ export function createReportHandler(deps: ReportDeps): UnaryHandler<typeof Repor
   return async function report(request, context) {
     if (request.events.length > MAX_EVENTS_PER_REPORT) throw invalidArgument("events", `at most ${MAX_EVENTS_PER_REPORT}`);
     const nowMs = deps.now();
-    const header = (name: string) => context.header(name);
-    const outcomes = await allOf(request.events.map((event, index) => prepareEvent(deps, event, index, header, nowMs)));
+    const outcomes = await allOf(request.events.map((event, index) => prepareEvent(deps, event, index, context, nowMs)));
 
     const events: PreparedEvent[] = [];
     const rejected: Rejected[] = [];

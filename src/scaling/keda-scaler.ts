@@ -97,9 +97,11 @@ export function createKedaScaler(deps: KedaScalerDeps): KedaScaler {
     evaluations += 1;
     const p = parseMetadata(ref.scalerMetadata);
     const nowMs = deps.now();
-    const header = (name: string): string | undefined =>
-      name === "authorization" && p.serviceToken !== undefined ? `Bearer ${p.serviceToken}` : undefined;
-    const resolution = await deps.resolveIdentity(p.credential, header, nowMs);
+    const headers = {
+      header: (name: string): string | undefined =>
+        name === "authorization" && p.serviceToken !== undefined ? `Bearer ${p.serviceToken}` : undefined,
+    };
+    const resolution = await deps.resolveIdentity(p.credential, headers, nowMs);
     if (resolution.denied !== undefined) {
       if (resolution.denied.reason === Reason.BACKEND_UNAVAILABLE) throw unavailable(resolution.denied.message);
       throw unauthenticated(`scalerMetadata credential refused: ${resolution.denied.message}`);

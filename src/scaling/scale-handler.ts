@@ -44,7 +44,7 @@ export interface ScaleHandlerDeps {
 export function createScaleHandler(deps: ScaleHandlerDeps): UnaryHandler<typeof ScaleRequestSchema, typeof ScaleResponseSchema> {
   return (req, context) => {
     const valid = validateScaleRequest(req);
-    const resolution = deps.resolveIdentity(req.credential, (name) => context.header(name), deps.now());
+    const resolution = deps.resolveIdentity(req.credential, context, deps.now());
     return andThen(resolution, (resolved: Resolution) => scaleFor(resolved, valid, req));
   };
 
