@@ -64,14 +64,16 @@ describe("JWT verification", () => {
   });
 
   test("a valid RS256 token resolves to its licence and roles", async () => {
-    const jwt = await token();
+    // One clock reading for both the token and the expectation (two may straddle a second).
+    const iat = nowS();
+    const jwt = await token({ iat, exp: iat + 600 });
     const result = await verifier().verify(jwt, Date.now());
     expect(result).toEqual({
       ok: true,
       issuerId: "idp",
       licenseId: "acme-prod",
       roles: ["admin", "analyst"],
-      expiresAtMs: (nowS() + 600) * 1000,
+      expiresAtMs: (iat + 600) * 1000,
     });
   });
 
