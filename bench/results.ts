@@ -88,6 +88,9 @@ export interface BenchResults {
   readonly profile: string | undefined;
   /** The explanation above them (or why there is no profile). */
   readonly profileNote: string;
+  /** The same for the ext_authz mix, when profiled. */
+  readonly extAuthzProfile?: string | undefined;
+  readonly extAuthzProfileNote?: string | undefined;
   readonly commands: readonly string[];
   readonly elapsedSeconds: number;
 }
@@ -301,6 +304,10 @@ export function renderResults(r: BenchResults): string {
   }
   out.push("## Where the time goes", "", r.profileNote, "");
   if (r.profile !== undefined) out.push(r.profile, "");
+  if (r.extAuthzProfileNote !== undefined) {
+    out.push("## Where the ext_authz time goes", "", r.extAuthzProfileNote, "");
+    if (r.extAuthzProfile !== undefined) out.push(r.extAuthzProfile, "");
+  }
   out.push("## Mix verification", "", "Each body of each mix was sent once through a gRPC client before the load (h2load sees only HTTP 200); every call returned grpc-status OK:", "");
   for (const sample of r.samples) {
     const allowed = sample.bodies.filter((b) => b.allowed).length;

@@ -3,6 +3,7 @@
  * writes bench/RESULTS.md. See bench/README.md for what each scenario does.
  *
  *   node dist/bench/run.js [--smoke] [--out FILE] [--reps N] [--duration SECONDS] [--no-profile]
+ *                          [--only ID,ID,...]
  *
  * Environment (read here only): DATABASE_URL (PostgreSQL server; the bench creates and drops its
  * own database on it; unset: the embedded database in a temporary DATA_DIR), H2LOAD (path to
@@ -56,7 +57,16 @@ export interface BenchOptions {
   readonly profile: boolean;
   readonly licences: number;
   readonly keys: number;
+  /**
+   * Run only these parts (scenario ids such as `check-boolean-16x32`, or `statements`,
+   * `workers`, `report`, `scale`, `profile`); undefined: everything. For iterating on one
+   * figure: a partial run's RESULTS.md says what it left out.
+   */
+  readonly only: ReadonlySet<string> | undefined;
 }
+
+/** The parts of a full run that `--only` can name besides the scenarios. */
+export const EXTRA_PARTS = ["statements", "workers", "report", "scale", "profile", "profile-ext-authz"] as const;
 
 class UsageError extends Error {}
 
@@ -71,6 +81,7 @@ export function parseOptions(argv: readonly string[], env: Readonly<Record<strin
         reps: { type: "string" },
         duration: { type: "string" },
         "no-profile": { type: "boolean" },
+        only: { type: "string" },
       },
       strict: true,
       allowPositionals: false,
@@ -83,6 +94,8 @@ export function parseOptions(argv: readonly string[], env: Readonly<Record<strin
   const duration = Number(values.duration ?? "3");
   if (!Number.isInteger(reps) || reps < 1 || reps > 50) throw new UsageError(`--reps must be 1-50, got "${values.reps}"`);
   if (!Number.isInteger(duration) || duration < 1 || duration > 600) throw new UsageError(`--duration must be 1-600 seconds, got "${values.duration}"`);
+  const only = values.only === undefined ? undefined : parseOnly(values.only);
+  if (only !== undefined && smoke) throw new UsageError("--only cannot be combined with --smoke");
   return {
     mode: smoke ? "smoke" : "full",
     out: resolve(values.out ?? join(ROOT, "bench/RESULTS.md")),
@@ -95,7 +108,30 @@ export function parseOptions(argv: readonly string[], env: Readonly<Record<strin
     profile: !smoke && values["no-profile"] !== true,
     licences: smoke ? 20 : 200,
     keys: smoke ? 100 : 1000,
+    only,
   };
+}
+
+/** The ids a full run measures, in order: its scenarios, then the extra parts. */
+export const FULL_RUN_PARTS = [
+  "check-boolean-16x32",
+  "check-boolean-4x4",
+  "check-quota-16x32",
+  "check-quota-4x4",
+  "check-rate-16x32",
+  "check-rate-4x4",
+  "ext-authz-16x32",
+  ...EXTRA_PARTS,
+] as const;
+
+function parseOnly(value: string): ReadonlySet<string> {
+  const ids = value.split(",").map((id) => id.trim()).filter((id) => id.length > 0);
+  const known = new Set<string>(FULL_RUN_PARTS);
+  const unknown = ids.filter((id) => !known.has(id));
+  if (ids.length === 0 || unknown.length > 0) {
+    throw new UsageError(`--only takes a comma-separated list of ${FULL_RUN_PARTS.join(", ")}; got "${value}"`);
+  }
+  return new Set(ids);
 }
 
 /** Where the bench's processes run: servers on CPU 1, h2load on CPU 0, when there are two. */
@@ -505,7 +541,7 @@ const PROFILE_SECONDS = 10;
  * (no h2load warm-up, so every answered request is inside the window), stops it and
  * summarizes the profile from just after it was serving (start-up excluded).
  */
-async function profileRun(ctx: Context, variant: "service" | "bare", mix: Mix): Promise<ProfiledRun> {
+async function profileRun(ctx: Context, variant: "service" | "bare", mix: Mix, title: string): Promise<ProfiledRun> {
   const dir = await mkdtemp(join(ctx.tmp, `profile-${variant}-`));
   const nodeArgs = ["--cpu-prof", `--cpu-prof-dir=${dir}`];
   const cpus = ctx.place.server === undefined ? {} : { cpus: ctx.place.server };
@@ -519,7 +555,7 @@ async function profileRun(ctx: Context, variant: "service" | "bare", mix: Mix): 
   const servingAfterMs = Date.now() - spawnedAt;
   try {
     await sleep(1000);
-    const scenario: Scenario = { id: `profile-${variant}`, title: "Check mix", mix, shape: "16x32" };
+    const scenario: Scenario = { id: `profile-${variant}`, title, mix, shape: "16x32" };
     const result = await load(ctx, scenario, [profiled.grpcPort], 0, ctx.place.load, { kind: "duration", seconds: PROFILE_SECONDS, warmupSeconds: 0 });
     if (variant === "service") {
       ctx.commands.push(
@@ -539,10 +575,13 @@ async function profileRun(ctx: Context, variant: "service" | "bare", mix: Mix): 
   }
 }
 
-/** Profiles service and bare under the same mixed Check load and explains the difference. */
-async function profileBoth(ctx: Context, mix: Mix): Promise<{ markdown: string; note: string }> {
-  const service = await profileRun(ctx, "service", mix);
-  const bare = await profileRun(ctx, "bare", mix);
+/**
+ * Profiles service and bare under the same load and explains the difference; `load` says what
+ * the mix is, for the note.
+ */
+async function profileBoth(ctx: Context, mix: Mix, load: string): Promise<{ markdown: string; note: string }> {
+  const service = await profileRun(ctx, "service", mix, load);
+  const bare = await profileRun(ctx, "bare", mix, load);
   const perRequest = (run: ProfiledRun) => (1000 * run.summary.busyMs) / Math.max(1, run.requests);
   const top = service.summary.functions
     .filter((f) => f.area.startsWith("src/"))
@@ -550,7 +589,7 @@ async function profileBoth(ctx: Context, mix: Mix): Promise<{ markdown: string; 
     .map((f) => `${f.name} ${f.percent.toFixed(1)}%`)
     .join("; ");
   const note = [
-    `Both servers were profiled (node --cpu-prof, pinned as above) under the same mixed Check load for ${PROFILE_SECONDS} s: 3 boolean, 2 quota and 2 rate bodies on 7 licences plus 1 denied, 16 × 32. ` +
+    `Both servers were profiled (node --cpu-prof, pinned as above) under the same load for ${PROFILE_SECONDS} s: ${load}, 16 × 32. ` +
       `The service answered ${fmtRate(service.reqPerSec)} req/s using ${perRequest(service).toFixed(1)} µs of CPU per request; the bare server ${fmtRate(bare.reqPerSec)} req/s using ${perRequest(bare).toFixed(1)} µs. ` +
       "On one saturated core the throughput ratio is the inverse of this CPU ratio, so the table below is where the missing throughput goes (busy CPU only; start-up excluded).",
     "",
@@ -604,7 +643,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
       ...checkMix("quota", secrets, 2, 0),
       ...checkMix("rate", secrets, 2, 1),
     ]);
-    const scenarios: Scenario[] =
+    const planned: Scenario[] =
       options.mode === "smoke"
         ? [
             { id: "check-boolean-16x32", title: "Check boolean", mix: mixes.boolean, shape: "16x32" },
@@ -619,10 +658,12 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
             { id: "check-rate-4x4", title: "Check rate limit", mix: mixes.rate, shape: "4x4" },
             { id: "ext-authz-16x32", title: "ext_authz Check (Envoy)", mix: mixes.extAuthz, shape: "16x32" },
           ];
+    const wanted = (id: string) => options.only === undefined || options.only.has(id);
+    const scenarios = planned.filter((s) => wanted(s.id));
     const usedMixes = [...new Set(scenarios.map((s) => s.mix))];
     const samples = await sampleMixes(ctx, usedMixes);
     progress(`mixes verified through a gRPC client: ${samples.map((s) => `${s.mix} ${s.bodies.filter((b) => b.allowed).length}/${s.bodies.length} allowed`).join(", ")}`);
-    if (options.mode === "full") await warmUp(ctx, usedMixes);
+    if (options.mode === "full" && usedMixes.length > 0) await warmUp(ctx, usedMixes);
 
     const results = await measureScenarios(ctx, scenarios);
     const skipped: Skipped[] = [];
@@ -630,19 +671,35 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
     let statements: StatementsResult | undefined;
     let workers: WorkersResult | undefined;
     let profile: { markdown: string; note: string } | undefined;
+    let extAuthzProfile: { markdown: string; note: string } | undefined;
+    const pushExtra = (extra: ExtraResult | Skipped) => {
+      if ("reason" in extra) skipped.push(extra);
+      else extras.push(extra);
+    };
     if (options.mode === "full") {
-      const s = await measureStatements(ctx, mixes.quota);
-      if ("reason" in s) skipped.push(s);
-      else statements = s;
-      const w = await measureWorkers(ctx, mixes.boolean);
-      if ("reason" in w) skipped.push(w);
-      else workers = w;
-      for (const extra of [await measureReport(ctx, secrets), await measureScale(ctx, secrets)]) {
-        if ("reason" in extra) skipped.push(extra);
-        else extras.push(extra);
+      if (wanted("statements")) {
+        const s = await measureStatements(ctx, mixes.quota);
+        if ("reason" in s) skipped.push(s);
+        else statements = s;
       }
+      if (wanted("workers")) {
+        const w = await measureWorkers(ctx, mixes.boolean);
+        if ("reason" in w) skipped.push(w);
+        else workers = w;
+      }
+      if (wanted("report")) pushExtra(await measureReport(ctx, secrets));
+      if (wanted("scale")) pushExtra(await measureScale(ctx, secrets));
       for (const s of skipped) progress(`skipped ${s.title}: ${s.reason}`);
-      if (options.profile) profile = await profileBoth(ctx, profileMix);
+      if (options.profile && wanted("profile")) {
+        profile = await profileBoth(ctx, profileMix, "a Check mix of 3 boolean, 2 quota and 2 rate bodies on 7 licences plus 1 denied");
+      }
+      if (options.profile && wanted("profile-ext-authz")) {
+        extAuthzProfile = await profileBoth(ctx, mixes.extAuthz, "the ext_authz mix of the table above (7 allowed Envoy requests on 7 licences, 1 denied)");
+      }
+      if (options.only !== undefined) {
+        const left = FULL_RUN_PARTS.filter((id) => !options.only?.has(id));
+        skipped.push({ title: `Not run (--only ${[...options.only].join(",")})`, reason: left.join(", ") });
+      }
     } else {
       skipped.push({ title: "Everything but Check boolean", reason: "smoke mode runs only Check boolean and the bare server" });
     }
@@ -662,7 +719,9 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
       skipped,
       samples,
       profile: profile?.markdown,
-      profileNote: profile?.note ?? "Not profiled in this run (smoke mode or --no-profile).",
+      profileNote: profile?.note ?? "Not profiled in this run (smoke mode, --no-profile or --only).",
+      extAuthzProfile: extAuthzProfile?.markdown,
+      extAuthzProfileNote: extAuthzProfile?.note,
       commands,
       elapsedSeconds: (Date.now() - started) / 1000,
     };

@@ -11,6 +11,7 @@ import { file_envoy_service_auth_v3_external_auth } from "../../src/gen/envoy/se
 import { CheckRequestSchema, file_licensing_v1_licensing } from "../../src/gen/licensing/v1/licensing_pb.js";
 import { h2loadArgs, parseH2loadOutput } from "../../bench/h2load.js";
 import { FrontendStreamParser } from "../../bench/pg-counter.js";
+import { FULL_RUN_PARTS, parseOptions } from "../../bench/run.js";
 import { summarizeProfile, type CpuProfile } from "../../bench/profile-summary.js";
 import { median, medianRatio, percentile } from "../../bench/stats.js";
 import { partsFor, type Scenario } from "../../bench/scenarios.js";
@@ -22,6 +23,21 @@ requests: 37216 total, 37216 started, 37216 done, 37216 succeeded, 0 failed, 0 e
 status codes: 37280 2xx, 0 3xx, 0 4xx, 0 5xx
 traffic: 5.23MB (5479600) total, 252.19KB (258238) headers (space savings 96.40%), 5.56MB (5828992) data
 `;
+
+describe("bench options", () => {
+  it("runs everything by default and only the named parts with --only", () => {
+    expect(parseOptions([], {}).only).toBeUndefined();
+    const only = parseOptions(["--only", "ext-authz-16x32, profile-ext-authz"], {}).only;
+    expect(only === undefined ? [] : [...only]).toEqual(["ext-authz-16x32", "profile-ext-authz"]);
+  });
+
+  it("refuses an --only part a full run does not have, naming the ones it does", () => {
+    expect(() => parseOptions(["--only", "check-boolean-16x32,ext-authz"], {})).toThrow(/--only takes a comma-separated list of check-boolean-16x32, .*profile-ext-authz; got "check-boolean-16x32,ext-authz"/);
+    expect(() => parseOptions(["--only", ","], {})).toThrow(/--only/);
+    expect(() => parseOptions(["--smoke", "--only", "profile"], {})).toThrow("--only cannot be combined with --smoke");
+    expect(FULL_RUN_PARTS).toContain("statements");
+  });
+});
 
 describe("h2load results", () => {
   it("reads req/s, completed requests and non-2xx answers from h2load's summary", () => {
