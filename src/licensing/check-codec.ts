@@ -19,6 +19,9 @@ import type { CheckRequest, CheckResponse } from "../gen/licensing/v1/licensing_
 // Encoding
 // ---------------------------------------------------------------------------------------------
 
+/** The largest int64 a JavaScript number holds exactly; a constant, not a BigInt made per call. */
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 /** Bytes of a varint holding the unsigned 32-bit or safe non-negative integer `n`. */
 function varintSize(n: number): number {
   let size = 1;
@@ -31,7 +34,7 @@ function varintSize(n: number): number {
 
 /** An int64 as protobuf writes it: negative values as their 64-bit two's complement. */
 function int64Size(value: bigint): number {
-  if (value >= 0n && value <= BigInt(Number.MAX_SAFE_INTEGER)) return varintSize(Number(value));
+  if (value >= 0n && value <= MAX_SAFE) return varintSize(Number(value));
   return value < 0n ? 10 : bigVarintSize(value);
 }
 
@@ -63,7 +66,7 @@ class Writer {
   }
 
   int64(value: bigint): void {
-    if (value >= 0n && value <= BigInt(Number.MAX_SAFE_INTEGER)) {
+    if (value >= 0n && value <= MAX_SAFE) {
       this.varint(Number(value));
       return;
     }

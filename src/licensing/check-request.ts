@@ -5,6 +5,9 @@
 import type { CheckRequest } from "../gen/licensing/v1/licensing_pb.js";
 import { invalidArgument } from "../server/errors.js";
 
+/** quantity's upper bound as a BigInt, made once rather than on every Check. */
+const MAX_QUANTITY = BigInt(Number.MAX_SAFE_INTEGER);
+
 export const CHECK_LIMITS = {
   credentialChars: 8192,
   featureChars: 128,
@@ -45,7 +48,7 @@ export function validateCheckRequest(req: CheckRequest): ValidCheck {
   validateAttributes(req.attributes);
   const quantity = req.quantity ?? 1n;
   if (quantity < 0n) throw invalidArgument("quantity", "must be at least 0");
-  if (quantity > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument("quantity", `must be at most ${Number.MAX_SAFE_INTEGER}`);
+  if (quantity > MAX_QUANTITY) throw invalidArgument("quantity", `must be at most ${Number.MAX_SAFE_INTEGER}`);
   return {
     feature: req.feature,
     quantity: Number(quantity),

@@ -19,6 +19,8 @@ import type { PreparedEvent } from "./usage-store.js";
 export const MAX_EVENTS_PER_REPORT = 1000;
 export const MAX_EVENT_ID_LENGTH = 128;
 const MAX_OPERATION_ID_LENGTH = 128;
+/** quantity's upper bound as a BigInt, made once rather than per event. */
+const MAX_QUANTITY = BigInt(Number.MAX_SAFE_INTEGER);
 const MAX_ATTRIBUTES = 64;
 const MAX_ATTRIBUTE_KEY_LENGTH = 128;
 const MAX_ATTRIBUTE_VALUE_LENGTH = 1024;
@@ -52,7 +54,7 @@ export function prepareEvent(
   if (event.credential.case === undefined) return field("credential", "one of api_key, bearer_token, license_token or license_id is required");
   if (event.feature === "") return field("feature", "is required");
   if (event.quantity < 0n) return field("quantity", "must be at least 0");
-  if (event.quantity > BigInt(Number.MAX_SAFE_INTEGER)) return field("quantity", `must be at most ${Number.MAX_SAFE_INTEGER}`);
+  if (event.quantity > MAX_QUANTITY) return field("quantity", `must be at most ${Number.MAX_SAFE_INTEGER}`);
   if (event.operationId.length > MAX_OPERATION_ID_LENGTH) return field("operation_id", `must be at most ${MAX_OPERATION_ID_LENGTH} characters`);
   const attributesProblem = checkAttributes(event.attributes);
   if (attributesProblem !== undefined) return field("attributes", attributesProblem);
