@@ -6,9 +6,7 @@
  * Never throws and never rejects: a deny, a missing credential, an unmapped route and a failed
  * check are all answers. Synchronous whenever the check is (memory first, no promise).
  */
-import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { CheckRequestSchema } from "../gen/licensing/v1/licensing_pb.js";
 import type { CheckRequest, CheckResponse } from "../gen/licensing/v1/licensing_pb.js";
 import { LICENSE_TOKEN_ISSUER } from "../licensing/credentials/license-tokens.js";
 import { isPromise, type MaybePromise } from "../licensing/sync.js";
@@ -119,13 +117,19 @@ export function createAuthorizer(deps: AuthzDeps): Authorizer {
     if (found === undefined) return missingCredentialAnswer();
     const wanted = ask(request);
     if ("answer" in wanted) return wanted.answer;
-    const checkRequest = create(CheckRequestSchema, {
+    // A literal with every field, as create(CheckRequestSchema, ...) would make it without its
+    // reflection: this runs on every proxied request.
+    const checkRequest: CheckRequest = {
+      $typeName: "licensing.v1.CheckRequest",
       credential: found.credential,
       feature: wanted.feature,
       quantity: BigInt(wanted.cost),
       environment: request.setting("environment") || request.header("x-environment") || "",
+      operationId: "",
       instanceId: request.header("x-instance-id") ?? "",
-    });
+      attributes: {},
+      dryRun: false,
+    };
     const credentialHeader = removeCredential ? found.header : undefined;
     const answer = (response: CheckResponse): AuthzAnswer => answerForDecision(response, wanted.feature, credentialHeader, now());
     let result: MaybePromise<CheckResponse>;
