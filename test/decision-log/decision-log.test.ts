@@ -1,4 +1,4 @@
-import { InsertQueryNode, ValuesNode, sql, type Kysely, type KyselyPlugin, type QueryId } from "kysely";
+import { RawNode, ValueNode, sql, type Kysely, type KyselyPlugin, type QueryId } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decisionsCommand } from "../../src/cli/commands/decisions.js";
 import {
@@ -48,9 +48,11 @@ function instrumented(db: Kysely<Database>) {
   let loseNextAnswer = false;
   const plugin: KyselyPlugin = {
     transformQuery({ node, queryId }) {
-      if (InsertQueryNode.is(node)) {
+      // The writer inserts arrays (unnest): a batch's rows are the length of its first array.
+      if (RawNode.is(node) && node.sqlFragments.join("$").includes("insert into decision_log")) {
         inserts.add(queryId);
-        insertRows.push(node.values !== undefined && ValuesNode.is(node.values) ? node.values.values.length : 0);
+        const first = node.parameters[0];
+        insertRows.push(first !== undefined && ValueNode.is(first) && Array.isArray(first.value) ? first.value.length : 0);
       }
       return node;
     },
@@ -181,6 +183,20 @@ describe.each(testBackends())("decision log on %s", (backend) => {
       count: 1,
     });
     expect(rows[0]?.time.toISOString()).toBe("2026-11-21T10:00:00.123Z");
+    await log.stop();
+  });
+
+  it("stores text that array literals must escape exactly as recorded, and the chain verifies", async () => {
+    const replicaId = replica();
+    const { log } = writer({ replicaId });
+    await log.start();
+    const awkward = ['a,"b"\\{c}', "NULL", "", " spaced ", "ünïcode ✓"];
+    for (const [i, feature] of awkward.entries()) log.record(deny(T0 + i, { feature, licenseId: i === 1 ? null : feature }));
+    await log.flush();
+    const rows = await rowsOf(replicaId);
+    expect(rows.map((r) => r.feature)).toEqual(awkward);
+    expect(rows.map((r) => r.license_id)).toEqual(awkward.map((feature, i) => (i === 1 ? null : feature)));
+    expect(await verdictOf(replicaId)).toEqual({ replicaId, rows: awkward.length });
     await log.stop();
   });
 

@@ -36,7 +36,7 @@
  * or a chain recomputed end to end by someone who can write the table. Anchoring the head
  * elsewhere (an export, a second system) covers those; it is not done here.
  */
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { DecisionOutcome } from "../../store/schema.js";
 
 /** One row of `decision_log` as the chain sees it. */
@@ -58,13 +58,17 @@ export interface ChainRow {
   count: number;
 }
 
-/** The canonical serialization described at the top of this file. */
-export function canonicalRow(row: ChainRow): string {
+/**
+ * The canonical serialization described at the top of this file. `time` is the row's time as
+ * `Date#toISOString` prints it, for a caller that already has it (the writer stores the same
+ * string); omitted, it is computed.
+ */
+export function canonicalRow(row: ChainRow, time: string = new Date(row.timeMs).toISOString()): string {
   return JSON.stringify([
     row.replicaId,
     row.seq,
     row.decisionId,
-    new Date(row.timeMs).toISOString(),
+    time,
     row.licenseId,
     row.feature,
     row.decision,
@@ -74,7 +78,10 @@ export function canonicalRow(row: ChainRow): string {
   ]);
 }
 
-/** Lowercase hex SHA-256 of `prevHash + "\n" + canonicalRow(row)`. */
-export function chainHash(prevHash: string, row: ChainRow): string {
-  return createHash("sha256").update(prevHash).update("\n").update(canonicalRow(row)).digest("hex");
+/**
+ * Lowercase hex SHA-256 of `prevHash + "\n" + canonicalRow(row)`; `time` as for canonicalRow.
+ * One-shot crypto.hash: no Hash object per row (the writer chains every deny).
+ */
+export function chainHash(prevHash: string, row: ChainRow, time?: string): string {
+  return hash("sha256", `${prevHash}\n${canonicalRow(row, time)}`, "hex");
 }
