@@ -2,11 +2,11 @@
  * Builds CheckResponses from decisions. The one place that knows how limits, times and cache
  * lifetimes appear on the wire.
  */
-import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { DurationSchema, timestampFromMs, type Duration } from "@bufbuild/protobuf/wkt";
 import { Decision as WireDecision, type CheckResponse } from "../gen/licensing/v1/licensing_pb.js";
 import type { LimitStatus, Verdict } from "./decide.js";
+import { newDecisionId } from "./decision-id.js";
 import type { LicenseSnapshot } from "./snapshot.js";
 
 export interface ResponseInput {
@@ -58,7 +58,7 @@ export function createResponseBuilder(cacheTtlMs: number): (input: ResponseInput
       resetsAt: undefined,
       retryAfter: undefined,
       cacheTtl: cacheTtl(input),
-      decisionId: randomUUID(),
+      decisionId: newDecisionId(),
       policyVersion: 0n,
       depletesAt: undefined,
       plan: "",
