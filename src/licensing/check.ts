@@ -19,12 +19,12 @@ import type { UnaryHandler } from "../server/rpc.js";
 import { validateCheckRequest, type ValidCheck } from "./check-request.js";
 import { createResponseBuilder } from "./check-response.js";
 import type { Counters } from "./counters.js";
-import { decide, type Decision, type DecisionRequest, type Need, type PostgresState, type Verdict } from "./decide.js";
+import { decide, verdictOnly, type Decision, type DecisionRequest, type Need, type PostgresState, type Verdict } from "./decide.js";
 import type { OperationCache } from "./idempotency.js";
 import { BACKEND_DOWN_VERDICT, type Identity, type IdentityResolver, type Resolution } from "./identity.js";
 import { MISS, type LoadingCache } from "./loading-cache.js";
 import type { LicenseSnapshot } from "./snapshot.js";
-import { andThen, type MaybePromise } from "./sync.js";
+import { isPromise, type MaybePromise } from "./sync.js";
 
 /** One decision as the decision log records it. */
 export interface DecisionEntry {
@@ -82,7 +82,17 @@ export interface CheckDeps {
  */
 const MAX_ROUNDS = 100;
 
-type Loaded = { readonly snapshot: LicenseSnapshot; readonly denied?: undefined } | { readonly denied: Verdict };
+/** Why no snapshot: a licence that is unknown, or unreachable. */
+interface NotLoaded {
+  readonly denied: Verdict;
+}
+
+/** The snapshot itself (no wrapper: this is every Check), or why there is none. */
+type Loaded = LicenseSnapshot | NotLoaded;
+
+function notLoaded(loaded: Loaded): loaded is NotLoaded {
+  return "denied" in loaded;
+}
 
 export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRequestSchema, typeof CheckResponseSchema> {
   const respond = createResponseBuilder(deps.cacheTtlMs);
@@ -123,7 +133,7 @@ export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRe
   }
 
   function deny(check: ValidCheck, snapshot: LicenseSnapshot | undefined, verdict: Verdict, nowMs: number): CheckResponse {
-    return finish(check, snapshot, { outcome: "decided", verdict, consumption: [], failOpen: [] }, nowMs);
+    return finish(check, snapshot, verdictOnly(verdict), nowMs);
   }
 
   function loadSnapshot(identity: Identity): MaybePromise<Loaded> {
@@ -134,16 +144,16 @@ export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRe
     if (cached !== MISS) return snapshotOf(cached);
     return deps.accountLicenses.get(accountId).then(
       (licenseId): MaybePromise<Loaded> => (licenseId === undefined ? unknownLicence(`account ${accountId} has no single active licence`) : snapshotOf(licenseId)),
-      (): Loaded => ({ denied: BACKEND_DOWN_VERDICT }),
+      (): Loaded => BACKEND_DOWN,
     );
   }
 
   function snapshotOf(licenseId: string): MaybePromise<Loaded> {
     const cached = deps.licenses.peek(licenseId);
-    if (cached !== MISS) return cached === undefined ? unknownLicence(`licence ${licenseId} does not exist`) : { snapshot: cached };
+    if (cached !== MISS) return cached ?? unknownLicence(`licence ${licenseId} does not exist`);
     return deps.licenses.get(licenseId).then(
-      (snapshot): Loaded => (snapshot === undefined ? unknownLicence(`licence ${licenseId} does not exist`) : { snapshot }),
-      (): Loaded => ({ denied: BACKEND_DOWN_VERDICT }),
+      (snapshot): Loaded => snapshot ?? unknownLicence(`licence ${licenseId} does not exist`),
+      (): Loaded => BACKEND_DOWN,
     );
   }
 
@@ -193,24 +203,33 @@ export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRe
     }
   }
 
+  /** After the credential: its licence, or the deny. */
+  function withIdentity(input: ValidCheck, resolution: Resolution, nowMs: number): MaybePromise<CheckResponse> {
+    if (resolution.denied !== undefined) return deny(input, undefined, resolution.denied, nowMs);
+    const roles = resolution.identity.roles;
+    const loaded = loadSnapshot(resolution.identity);
+    return isPromise(loaded) ? loaded.then((ready) => withSnapshot(input, roles, ready, nowMs)) : withSnapshot(input, roles, loaded, nowMs);
+  }
+
+  /** After the licence: the decision, or the answer already given to this operation. */
+  function withSnapshot(input: ValidCheck, roles: readonly string[], loaded: Loaded, nowMs: number): MaybePromise<CheckResponse> {
+    if (notLoaded(loaded)) return deny(input, undefined, loaded.denied, nowMs);
+    const snapshot = loaded;
+    if (input.operationId === "") return evaluate(input, snapshot, roles, nowMs);
+    const fingerprint = `${input.feature}\u0000${input.quantity}\u0000${input.instanceId}\u0000${input.dryRun}`;
+    const prior = deps.operations.lookup(snapshot.licenseId, input.operationId, fingerprint);
+    if (prior !== undefined) return prior;
+    const answer = evaluate(input, snapshot, roles, nowMs);
+    deps.operations.remember(snapshot.licenseId, input.operationId, fingerprint, answer);
+    return answer;
+  }
+
+  // Named steps rather than closures: from memory, a Check allocates no function and no promise.
   return function check(req, context) {
     const input = validateCheckRequest(req);
     const nowMs = deps.now();
-    return andThen(deps.resolveIdentity(req.credential, context, nowMs), (resolution: Resolution) => {
-      if (resolution.denied !== undefined) return deny(input, undefined, resolution.denied, nowMs);
-      const { identity } = resolution;
-      return andThen(loadSnapshot(identity), (loaded) => {
-        if (loaded.denied !== undefined) return deny(input, undefined, loaded.denied, nowMs);
-        const { snapshot } = loaded;
-        if (input.operationId === "") return evaluate(input, snapshot, identity.roles, nowMs);
-        const fingerprint = `${input.feature}\u0000${input.quantity}\u0000${input.instanceId}\u0000${input.dryRun}`;
-        const prior = deps.operations.lookup(snapshot.licenseId, input.operationId, fingerprint);
-        if (prior !== undefined) return prior;
-        const answer = evaluate(input, snapshot, identity.roles, nowMs);
-        deps.operations.remember(snapshot.licenseId, input.operationId, fingerprint, answer);
-        return answer;
-      });
-    });
+    const resolution = deps.resolveIdentity(req.credential, context, nowMs);
+    return isPromise(resolution) ? resolution.then((ready) => withIdentity(input, ready, nowMs)) : withIdentity(input, resolution, nowMs);
   };
 }
 
@@ -234,6 +253,8 @@ function requireInstanceForSeats(check: ValidCheck, snapshot: LicenseSnapshot): 
   }
 }
 
-function unknownLicence(message: string): Loaded {
+function unknownLicence(message: string): NotLoaded {
   return { denied: { allow: false, reason: Reason.UNKNOWN_CREDENTIAL, message } };
 }
+
+const BACKEND_DOWN: NotLoaded = { denied: BACKEND_DOWN_VERDICT };

@@ -81,6 +81,11 @@ const NOTHING: readonly never[] = Object.freeze([]);
 
 const ALLOWED: Verdict = Object.freeze({ allow: true, reason: Reason.OK, message: "allowed" });
 
+/** A decision made before any limit was looked at (no credential, no licence): the verdict alone. */
+export function verdictOnly(verdict: Verdict): Decision & { readonly outcome: "decided" } {
+  return { outcome: "decided", verdict, consumption: NOTHING, failOpen: NOTHING };
+}
+
 function denied(reason: Reason, message: string, status?: LimitStatus): Decision {
   const verdict = { allow: false, reason, message };
   return status === undefined
@@ -196,14 +201,20 @@ function checkLimits(
     }
   }
   if (needs !== undefined) return { outcome: "need", needs };
-  const decision = { outcome: "decided" as const, verdict: ALLOWED, consumption: consumption ?? NOTHING, failOpen: failOpen ?? NOTHING };
-  return tightest === undefined ? decision : { ...decision, status: tightest };
+  const consumed = consumption ?? NOTHING;
+  const failedOpen = failOpen ?? NOTHING;
+  return tightest === undefined
+    ? { outcome: "decided", verdict: ALLOWED, consumption: consumed, failOpen: failedOpen }
+    : { outcome: "decided", verdict: ALLOWED, consumption: consumed, failOpen: failedOpen, status: tightest };
 }
+
+/** A limit that passes with nothing to consume or report (a boolean feature). */
+const PASS: LimitResult = { pass: true };
 
 function checkLimit(rule: EntitlementRule, limitContext: LimitContext): LimitResult {
   switch (rule.kind) {
     case "boolean":
-      return { pass: true };
+      return PASS;
     case "rate":
       return checkRate(rule, limitContext);
     case "quota":
