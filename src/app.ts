@@ -22,7 +22,8 @@ import { ensureAdminTokenFile } from "./admin/admin-token.js";
 import type { Config } from "./config.js";
 import { file_envoy_service_auth_v3_external_auth } from "./gen/envoy/service/auth/v3/external_auth_pb.js";
 import type { CheckResponse } from "./gen/licensing/v1/licensing_pb.js";
-import { createAuthorizationBinding } from "./envoy/ext-authz.js";
+import { createAuthorizationBinding, EXT_AUTHZ_CHECK_PATH } from "./envoy/ext-authz.js";
+import { EXT_AUTHZ_CODEC } from "./envoy/ext-authz-codec.js";
 import { createForwardAuthRoute } from "./envoy/forward-auth.js";
 import { createRouteMatcher, type RouteMatcher } from "./envoy/route-table.js";
 import type { AuthzDeps } from "./envoy/authorizer.js";
@@ -335,7 +336,10 @@ export function createApp(options: AppOptions): App {
         file_externalscaler_externalscaler,
       ],
       rawMounts: [keda],
-      codecs: new Map([["/licensing.v1.LicensingService/Check", CHECK_CODEC]]),
+      codecs: new Map([
+        ["/licensing.v1.LicensingService/Check", CHECK_CODEC],
+        [EXT_AUTHZ_CHECK_PATH, EXT_AUTHZ_CODEC],
+      ]),
       maxReceiveMessageBytes: config.maxMessageBytes,
       logger: logger.child({ component: "grpc" }),
       onCall: metrics.observeRpc,

@@ -14,32 +14,32 @@
  *   JSON body of http-mapping.ts.
  * A deny is never an RPC error: an RPC error sends Envoy down its failure path (status_on_error).
  */
-import { create } from "@bufbuild/protobuf";
-import { HeaderValueOption_HeaderAppendAction, HeaderValueOptionSchema } from "../gen/envoy/config/core/v3/base_pb.js";
-import type { HeaderMap, HeaderValueOption } from "../gen/envoy/config/core/v3/base_pb.js";
-import type { AttributeContext_HttpRequest } from "../gen/envoy/service/auth/v3/attribute_context_pb.js";
-import {
-  Authorization,
-  CheckResponseSchema,
-  DeniedHttpResponseSchema,
-  OkHttpResponseSchema,
-} from "../gen/envoy/service/auth/v3/external_auth_pb.js";
-import type { CheckRequest, CheckResponse } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
-import { StatusSchema } from "../gen/google/rpc/status_pb.js";
+import { HeaderValueOption_HeaderAppendAction } from "../gen/envoy/config/core/v3/base_pb.js";
+import type { HeaderValueOption } from "../gen/envoy/config/core/v3/base_pb.js";
+import { Authorization } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
+import type { CheckResponse, OkHttpResponse } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
+import type { Status } from "../gen/google/rpc/status_pb.js";
 import { isPromise } from "../licensing/sync.js";
 import { bindService, type ServiceBinding } from "../server/rpc.js";
 import { createAuthorizer, type AuthzDeps, type ProxiedRequest, type RouteSetting } from "./authorizer.js";
 import type { HeaderLookup } from "./credential.js";
+import type { EnvoyAuthzInput, EnvoyHeaderValue, EnvoyHttpInput } from "./ext-authz-codec.js";
 import type { AllowAnswer, AuthzAnswer, DenyAnswer, HeaderPair } from "./http-mapping.js";
 
 /** The gRPC method path Envoy calls. */
 export const EXT_AUTHZ_CHECK_PATH = "/envoy.service.auth.v3.Authorization/Check";
 
-/** The Envoy Authorization service over the licensing Check; never answers with an RPC error. */
+/**
+ * The Envoy Authorization service over the licensing Check; never answers with an RPC error.
+ *
+ * The handler reads only an `EnvoyAuthzInput`: on the gRPC port the request is what
+ * EXT_AUTHZ_CODEC (ext-authz-codec.ts) decodes, on the Connect port a full CheckRequest, which
+ * is one structurally.
+ */
 export function createAuthorizationBinding(deps: AuthzDeps): ServiceBinding<typeof Authorization> {
   const authorize = createAuthorizer(deps);
   return bindService(Authorization, {
-    check(request, context) {
+    check(request: EnvoyAuthzInput, context) {
       const answer = authorize(proxiedRequestOf(request), context);
       return isPromise(answer) ? answer.then(toCheckResponse) : toCheckResponse(answer);
     },
@@ -47,7 +47,7 @@ export function createAuthorizationBinding(deps: AuthzDeps): ServiceBinding<type
 }
 
 /** The proxied request inside an Envoy CheckRequest; a request without HTTP attributes has no headers. */
-export function proxiedRequestOf(request: CheckRequest): ProxiedRequest {
+export function proxiedRequestOf(request: EnvoyAuthzInput): ProxiedRequest {
   const attributes = request.attributes;
   const http = attributes?.request?.http;
   const header = headerLookupOf(http);
@@ -60,7 +60,7 @@ export function proxiedRequestOf(request: CheckRequest): ProxiedRequest {
   };
 }
 
-function headerLookupOf(http: AttributeContext_HttpRequest | undefined): HeaderLookup {
+function headerLookupOf(http: EnvoyHttpInput | undefined): HeaderLookup {
   if (http === undefined) return () => undefined;
   const headers = http.headers;
   const headerMap = http.headerMap;
@@ -75,7 +75,7 @@ function ownValue(map: { readonly [key: string]: string }, key: string): string 
 }
 
 /** Values of `name` joined with "," as HTTP merges them; raw bytes decoded as UTF-8. */
-function fromHeaderMap(map: HeaderMap, name: string): string | undefined {
+function fromHeaderMap(map: { readonly headers: readonly EnvoyHeaderValue[] }, name: string): string | undefined {
   let joined: string | undefined;
   for (const entry of map.headers) {
     if (entry.key.toLowerCase() !== name) continue;
@@ -85,40 +85,63 @@ function fromHeaderMap(map: HeaderMap, name: string): string | undefined {
   return joined;
 }
 
-/** The Envoy CheckResponse for an answer. */
+/**
+ * The Envoy CheckResponse for an answer. Built as plain literals holding what create() would set
+ * (test/unit/ext-authz-codec.test.ts compares them), without its reflection: this runs on every
+ * ext_authz call.
+ */
 export function toCheckResponse(answer: AuthzAnswer): CheckResponse {
   return answer.allow ? okResponse(answer) : deniedResponse(answer);
 }
 
 const OVERWRITE = HeaderValueOption_HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD;
+/** The raw_value of every header we set; zero-length, so sharing it cannot leak data. */
+const NO_BYTES = new Uint8Array(0);
 
 function headerOptions(pairs: readonly HeaderPair[]): HeaderValueOption[] {
-  return pairs.map((pair) => create(HeaderValueOptionSchema, { header: { key: pair.name, value: pair.value }, appendAction: OVERWRITE }));
+  return pairs.map((pair) => ({
+    $typeName: "envoy.config.core.v3.HeaderValueOption",
+    header: { $typeName: "envoy.config.core.v3.HeaderValue", key: pair.name, value: pair.value, rawValue: NO_BYTES },
+    appendAction: OVERWRITE,
+    keepEmptyValue: false,
+  }));
+}
+
+function rpcStatus(code: number, message: string): Status {
+  return { $typeName: "google.rpc.Status", code, message, details: [] };
 }
 
 function okResponse(answer: AllowAnswer): CheckResponse {
   const headersToRemove = [...answer.clearedUpstreamHeaders];
   if (answer.credentialHeader !== undefined) headersToRemove.push(answer.credentialHeader);
-  const ok = create(OkHttpResponseSchema, {
+  const ok: OkHttpResponse = {
+    $typeName: "envoy.service.auth.v3.OkHttpResponse",
     headers: headerOptions(answer.upstreamHeaders),
     headersToRemove,
     responseHeadersToAdd: headerOptions(answer.responseHeaders),
-  });
-  return create(CheckResponseSchema, {
-    status: create(StatusSchema, { code: 0 }),
+    queryParametersToSet: [],
+    queryParametersToRemove: [],
+  };
+  return {
+    $typeName: "envoy.service.auth.v3.CheckResponse",
+    status: rpcStatus(0, ""),
     httpResponse: { case: "okResponse", value: ok },
     dynamicMetadata: { license_id: answer.licenseId, plan: answer.plan, decision_id: answer.decisionId },
-  });
+  };
 }
 
 function deniedResponse(answer: DenyAnswer): CheckResponse {
-  const denied = create(DeniedHttpResponseSchema, {
-    status: { code: answer.status },
-    headers: headerOptions(answer.headers),
-    body: answer.body,
-  });
-  return create(CheckResponseSchema, {
-    status: create(StatusSchema, { code: answer.grpcCode, message: `${answer.reason}: ${answer.message}` }),
-    httpResponse: { case: "deniedResponse", value: denied },
-  });
+  return {
+    $typeName: "envoy.service.auth.v3.CheckResponse",
+    status: rpcStatus(answer.grpcCode, `${answer.reason}: ${answer.message}`),
+    httpResponse: {
+      case: "deniedResponse",
+      value: {
+        $typeName: "envoy.service.auth.v3.DeniedHttpResponse",
+        status: { $typeName: "envoy.type.v3.HttpStatus", code: answer.status },
+        headers: headerOptions(answer.headers),
+        body: answer.body,
+      },
+    },
+  };
 }
