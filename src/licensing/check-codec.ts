@@ -12,6 +12,7 @@
  * transport (bench/RESULTS.md); this codec does the same work without reflection or
  * intermediate writers.
  */
+import { isUtf8 } from "node:buffer";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { CheckRequest, CheckResponse } from "../gen/licensing/v1/licensing_pb.js";
 
@@ -255,9 +256,14 @@ class Reader {
     return end;
   }
 
+  /**
+   * A proto3 string: invalid UTF-8 throws, as in protobuf-es. toString replaces each invalid
+   * sequence with U+FFFD, so only a string holding one (rare) needs the bytes validated.
+   */
   string(): string {
     const end = this.bytesEnd();
     const text = this.buf.toString("utf8", this.pos, end);
+    if (text.includes("\uFFFD") && !isUtf8(this.buf.subarray(this.pos, end))) throw new Error("string field is not valid UTF-8");
     this.pos = end;
     return text;
   }

@@ -97,7 +97,17 @@ describe("the specialized Check codec", () => {
     ["field number 0", [0x00, 0x01]],
     ["wire type 7", [0x2f]],
     ["a varint of 11 bytes", [0x30, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]],
-  ])("rejects %s", (_name, bytes) => {
+    ["invalid UTF-8 in a string (a lone continuation byte)", [0x2a, 0x02, 0x61, 0x80]],
+    ["invalid UTF-8 in a credential (a truncated sequence)", [0x0a, 0x02, 0xe2, 0x82]],
+    ["invalid UTF-8 in an attribute value (an overlong encoding)", [0x52, 0x06, 0x0a, 0x00, 0x12, 0x02, 0xc0, 0xaf]],
+  ])("rejects %s, as protobuf-es does", (_name, bytes) => {
+    expect(() => fromBinary(CheckRequestSchema, Buffer.from(bytes))).toThrow();
     expect(() => decodeCheckRequest(Buffer.from(bytes))).toThrow();
+  });
+
+  it("accepts a U+FFFD that was sent as valid UTF-8", () => {
+    const bytes = Buffer.from(toBinary(CheckRequestSchema, create(CheckRequestSchema, { feature: "a\uFFFDb" })));
+    expect(decodeCheckRequest(bytes)).toEqual(fromBinary(CheckRequestSchema, bytes));
+    expect(decodeCheckRequest(bytes).feature).toBe("a\uFFFDb");
   });
 });
