@@ -13,6 +13,7 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { DurationSchema, TimestampSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
+import { HeaderValueOption_HeaderAppendAction } from "../src/gen/envoy/config/core/v3/base_pb.js";
 import { CheckResponseSchema as EnvoyCheckResponseSchema, OkHttpResponseSchema } from "../src/gen/envoy/service/auth/v3/external_auth_pb.js";
 import { StatusSchema } from "../src/gen/google/rpc/status_pb.js";
 import { CheckResponseSchema, Decision, Reason } from "../src/gen/licensing/v1/licensing_pb.js";
@@ -45,19 +46,29 @@ export function constantCheckResponse(): Buffer {
   return Buffer.from(toBinary(CheckResponseSchema, message));
 }
 
-/** An allowed ext_authz answer with the upstream headers the service adds. */
+/**
+ * An allowed ext_authz answer shaped like the service's (src/envoy/ext-authz.ts): the upstream
+ * licence headers it sets, the headers it removes and the dynamic metadata it adds, so the bare
+ * server encodes and sends about as many bytes as the service does.
+ */
 export function constantExtAuthzResponse(): Buffer {
+  const overwrite = HeaderValueOption_HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD;
+  const header = (key: string, value: string) => ({ header: { key, value }, appendAction: overwrite });
   const message = create(EnvoyCheckResponseSchema, {
     status: create(StatusSchema, { code: 0 }),
     httpResponse: {
       case: "okResponse",
       value: create(OkHttpResponseSchema, {
         headers: [
-          { header: { key: "x-license-id", value: "bench-lic-0001" }, appendAction: 2 },
-          { header: { key: "x-license-plan", value: "bench" }, appendAction: 2 },
+          header("x-license-id", "bench-lic-0001"),
+          header("x-license-plan", "bench"),
+          header("x-account-id", "bench-acct-0001"),
+          header("x-decision-id", "00000000-0000-4000-8000-000000000000"),
         ],
+        headersToRemove: ["x-license-remaining", "x-api-key"],
       }),
     },
+    dynamicMetadata: { license_id: "bench-lic-0001", plan: "bench", decision_id: "00000000-0000-4000-8000-000000000000" },
   });
   return Buffer.from(toBinary(EnvoyCheckResponseSchema, message));
 }
