@@ -81,6 +81,11 @@ export interface EnvoyHttpInput {
   readonly path: string;
   /** Lower-case header names; a plain object like protobuf-es maps (look up own keys only). */
   readonly headers: { readonly [name: string]: string };
+  /**
+   * The decoder's fast lookup, answering as an own-key lookup in `headers` does, without
+   * building that object (absent on a protobuf-es message).
+   */
+  readonly lookupHeader?: ((name: string) => string | undefined) | undefined;
   readonly headerMap?: { readonly headers: readonly EnvoyHeaderValue[] } | undefined;
 }
 
@@ -116,15 +121,58 @@ export const EXT_AUTHZ_CODEC: UnaryCodec = {
 // ---------------------------------------------------------------------------------------------
 
 interface MutableAttributes {
-  request: { http: MutableHttp | undefined } | undefined;
+  request: { http: HttpView | undefined } | undefined;
   contextExtensions: Record<string, string>;
 }
 
-interface MutableHttp {
-  method: string;
-  path: string;
-  headers: Record<string, string>;
-  headerMap: { headers: EnvoyHeaderValue[] } | undefined;
+/**
+ * AttributeContext.HttpRequest as decoded. The `headers` map's entries are validated while
+ * decoding but kept as byte ranges: the authorizer looks up a handful of names, and building an
+ * object of every header (a string per key and value, and a property per key) was the largest
+ * part of decoding. `headers` builds that object on first use, exactly as protobuf-es would have.
+ */
+class HttpView implements EnvoyHttpInput {
+  method = "";
+  path = "";
+  headerMap: { headers: EnvoyHeaderValue[] } | undefined = undefined;
+  /** Per entry in wire order: key start, key end, value start, value end (-1: absent, ""). */
+  readonly ranges: number[] = [];
+  #headers: Record<string, string> | undefined;
+
+  constructor(private readonly reader: Reader) {}
+
+  get headers(): { readonly [name: string]: string } {
+    if (this.#headers === undefined) {
+      const headers: Record<string, string> = {};
+      const ranges = this.ranges;
+      for (let i = 0; i < ranges.length; i += 4) {
+        setOwn(headers, this.text(ranges[i] as number, ranges[i + 1] as number), this.text(ranges[i + 2] as number, ranges[i + 3] as number));
+      }
+      this.#headers = headers;
+    }
+    return this.#headers;
+  }
+
+  /** The value of the last entry whose key is `name`, as the map's own key `name` holds it. */
+  readonly lookupHeader = (name: string): string | undefined => {
+    // Key bytes are compared with the name's UTF-16 units: exact for ASCII names only.
+    if (this.#headers !== undefined || !isAscii(name)) return ownValue(this.headers, name);
+    const buf = this.reader.buf;
+    const ranges = this.ranges;
+    // The last duplicate wins, as in the map.
+    entries: for (let i = ranges.length - 4; i >= 0; i -= 4) {
+      const start = ranges[i] as number;
+      const length = start === -1 ? 0 : (ranges[i + 1] as number) - start;
+      if (length !== name.length) continue;
+      for (let j = 0; j < length; j++) if (buf[start + j] !== name.charCodeAt(j)) continue entries;
+      return this.text(ranges[i + 2] as number, ranges[i + 3] as number);
+    }
+    return undefined;
+  };
+
+  private text(start: number, end: number): string {
+    return start === -1 ? "" : this.reader.validatedText(start, end);
+  }
 }
 
 /** The empty raw_value most headers have; zero-length, so sharing it cannot leak data. */
@@ -213,6 +261,30 @@ class Reader {
     return buf.toString("utf8", start, end);
   }
 
+  /**
+   * Validates a string field as string() does and skips it, returning where its bytes start
+   * (they end at `pos`); validatedText makes the string later, if it is wanted.
+   */
+  stringStart(): number {
+    const end = this.lengthEnd();
+    const start = this.pos;
+    this.pos = end;
+    const buf = this.buf;
+    let i = start;
+    while (i < end && (buf[i] as number) < 0x80) i++;
+    if (i < end && !isUtf8(buf.subarray(start, end))) throw new Error("string field is not valid UTF-8");
+    return start;
+  }
+
+  /** The text of bytes stringStart() validated. */
+  validatedText(start: number, end: number): string {
+    if (start === end) return "";
+    const buf = this.buf;
+    let i = start;
+    while (i < end && (buf[i] as number) < 0x80) i++;
+    return i === end ? this.ascii(start, end) : buf.toString("utf8", start, end);
+  }
+
   private ascii(start: number, end: number): string {
     if (this.end > WHOLE_TEXT_MAX_BYTES) return this.buf.toString("latin1", start, end);
     this.text ??= this.buf.toString("latin1");
@@ -260,6 +332,15 @@ class Reader {
   }
 }
 
+function isAscii(text: string): boolean {
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) >= 0x80) return false;
+  return true;
+}
+
+function ownValue(map: { readonly [key: string]: string }, key: string): string | undefined {
+  return Object.hasOwn(map, key) ? map[key] : undefined;
+}
+
 /** Stores a map entry as protobuf-es does: an own property, even for `__proto__`. */
 function setOwn(map: Record<string, string>, key: string, value: string): void {
   if (key === "__proto__") Object.defineProperty(map, key, { value, writable: true, enumerable: true, configurable: true });
@@ -297,18 +378,18 @@ function readAttributes(r: Reader, into: MutableAttributes): MutableAttributes {
 }
 
 /** AttributeContext.Request: only `http`. */
-function readRequest(r: Reader, into: { http: MutableHttp | undefined }): { http: MutableHttp | undefined } {
+function readRequest(r: Reader, into: { http: HttpView | undefined }): { http: HttpView | undefined } {
   const end = r.lengthEnd();
   while (r.pos < end) {
     const tag = r.tag();
-    if (tag === 0x12) into.http = readHttp(r, into.http ?? { method: "", path: "", headers: {}, headerMap: undefined });
+    if (tag === 0x12) into.http = readHttp(r, into.http ?? new HttpView(r));
     else r.skip(tag, Read.Request, "AttributeContext.Request");
   }
   r.checkEnd(end, "AttributeContext.Request");
   return into;
 }
 
-function readHttp(r: Reader, into: MutableHttp): MutableHttp {
+function readHttp(r: Reader, into: HttpView): HttpView {
   const end = r.lengthEnd();
   while (r.pos < end) {
     const tag = r.tag();
@@ -317,7 +398,7 @@ function readHttp(r: Reader, into: MutableHttp): MutableHttp {
         into.method = r.string();
         break;
       case 0x1a:
-        readStringMapEntry(r, into.headers);
+        readHeaderEntry(r, into.ranges);
         break;
       case 0x22:
         into.path = r.string();
@@ -359,6 +440,27 @@ function readHeaderValue(r: Reader): EnvoyHeaderValue {
   }
   r.checkEnd(end, "HeaderValue");
   return { key, value, rawValue };
+}
+
+/** One entry of the headers map, validated and kept as byte ranges (see HttpView). */
+function readHeaderEntry(r: Reader, ranges: number[]): void {
+  const end = r.lengthEnd();
+  let keyStart = -1;
+  let keyEnd = -1;
+  let valueStart = -1;
+  let valueEnd = -1;
+  while (r.pos < end) {
+    const tag = r.tag();
+    if (tag === 0x0a) {
+      keyStart = r.stringStart();
+      keyEnd = r.pos;
+    } else if (tag === 0x12) {
+      valueStart = r.stringStart();
+      valueEnd = r.pos;
+    } else r.skip(tag, Read.MapEntry, "map entry");
+  }
+  r.checkEnd(end, "a map entry");
+  ranges.push(keyStart, keyEnd, valueStart, valueEnd);
 }
 
 /** One map<string, string> entry (key = 1, value = 2; either may be missing: ""). */

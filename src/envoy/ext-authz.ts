@@ -62,10 +62,12 @@ export function proxiedRequestOf(request: EnvoyAuthzInput): ProxiedRequest {
 
 function headerLookupOf(http: EnvoyHttpInput | undefined): HeaderLookup {
   if (http === undefined) return () => undefined;
-  const headers = http.headers;
   const headerMap = http.headerMap;
   // encode_raw_headers sends header_map (repeated, raw bytes) instead of the merged map.
   if (headerMap !== undefined && headerMap.headers.length > 0) return (name) => fromHeaderMap(headerMap, name);
+  // The decoder's lookup reads its header ranges without building the map.
+  if (http.lookupHeader !== undefined) return http.lookupHeader;
+  const headers = http.headers;
   return (name) => ownValue(headers, name);
 }
 

@@ -446,7 +446,10 @@ describe("decoding Envoy CheckRequests", () => {
       expect(view(input(pruned(bytes)))).toEqual(view(expected));
       const names = headerNames(expected);
       const settings = settingNames(expected);
-      expect(answers(actual, names, settings)).toEqual(answers(expected, names, settings));
+      const expectedAnswers = answers(expected, names, settings);
+      // Looked up before anything reads `headers` (the decoder's ranges), and after (its map).
+      expect(answers(input(ours(bytes)), names, settings)).toEqual(expectedAnswers);
+      expect(answers(actual, names, settings)).toEqual(expectedAnswers);
       if ((expected.attributes?.request?.http?.headerMap?.headers.length ?? 0) > 0) withHeaderMap++;
     }
     // The generator reaches both header lookups (header_map and the headers map).
@@ -496,13 +499,15 @@ describe("decoding Envoy CheckRequests", () => {
     const entry = (key: string, value: string) => delimited(3, concat(delimited(1, utf8(key)), delimited(2, utf8(value))));
     const extension = (key: string, value: string) => delimited(10, concat(delimited(1, utf8(key)), delimited(2, utf8(value))));
     const bytes = delimited(1, concat(delimited(4, delimited(2, concat(entry("__proto__", "p"), entry("x", "1")))), extension("__proto__", "f")));
+    const names = ["__proto__", "constructor", "toString", "hasOwnProperty", "x"];
+    const settings = ["__proto__", "constructor", "feature"];
+    const expected = answers(input(protobufEs(bytes)), names, settings);
+    // Before the header map is built (the decoder's ranges), then after.
+    expect(answers(decodeEnvoyCheckRequest(bytes), names, settings)).toEqual(expected);
     const decoded = decodeEnvoyCheckRequest(bytes);
     const headers = decoded.attributes?.request?.http?.headers ?? {};
     expect(Object.getPrototypeOf(headers)).toBe(Object.prototype);
     expect(Object.hasOwn(headers, "__proto__")).toBe(true);
-    const names = ["__proto__", "constructor", "toString", "hasOwnProperty", "x"];
-    const settings = ["__proto__", "constructor", "feature"];
-    const expected = answers(input(protobufEs(bytes)), names, settings);
     expect(answers(decoded, names, settings)).toEqual(expected);
     expect(expected.headers).toEqual([["__proto__", "p"], ["constructor", undefined], ["toString", undefined], ["hasOwnProperty", undefined], ["x", "1"]]);
     expect(expected.settings).toEqual([["__proto__", "f"], ["constructor", undefined], ["feature", undefined]]);
