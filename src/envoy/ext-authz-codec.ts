@@ -50,7 +50,7 @@
  * quarter of toBinary's; what remains of decoding is mostly V8 adding nine fresh keys to the
  * header object, which protobuf-es pays too.
  */
-import { isUtf8 } from "node:buffer";
+import { isAscii as isAsciiBytes, isUtf8 } from "node:buffer";
 import { toBinary, type JsonObject, type Message } from "@bufbuild/protobuf";
 import type { HeaderValue, HeaderValueOption } from "../gen/envoy/config/core/v3/base_pb.js";
 import {
@@ -156,7 +156,7 @@ class HttpView implements EnvoyHttpInput {
   /** The value of the last entry whose key is `name`, as the map's own key `name` holds it. */
   readonly lookupHeader = (name: string): string | undefined => {
     // Key bytes are compared with the name's UTF-16 units: exact for ASCII names only.
-    if (this.#headers !== undefined || !isAscii(name)) return ownValue(this.headers, name);
+    if (this.#headers !== undefined || !isAsciiText(name)) return ownValue(this.headers, name);
     const buf = this.reader.buf;
     const ranges = this.ranges;
     // The last duplicate wins, as in the map.
@@ -201,6 +201,9 @@ class Reader {
   readonly end: number;
   /** The input as Latin-1 text, made on first use; for ASCII bytes, character i is byte i. */
   private text: string | undefined;
+  /** Bytes in [asciiStart, asciiEnd) are known to be ASCII: their strings need no UTF-8 check. */
+  private asciiStart = 0;
+  private asciiEnd = 0;
 
   constructor(readonly buf: Buffer) {
     this.end = buf.length;
@@ -253,12 +256,28 @@ class Reader {
     const start = this.pos;
     this.pos = end;
     if (start === end) return "";
+    if (this.knownAscii(start, end)) return this.ascii(start, end);
     const buf = this.buf;
     let i = start;
     while (i < end && (buf[i] as number) < 0x80) i++;
     if (i === end) return this.ascii(start, end);
     if (!isUtf8(buf.subarray(start, end))) throw new Error("string field is not valid UTF-8");
     return buf.toString("utf8", start, end);
+  }
+
+  /**
+   * Notes whether bytes [start, end) are all ASCII (one native check, vectorized), so the
+   * strings inside need no byte-by-byte scan. Envoy's HTTP attributes nearly always are.
+   */
+  noteAscii(start: number, end: number): void {
+    if (end - start >= 64 && isAsciiBytes(this.buf.subarray(start, end))) {
+      this.asciiStart = start;
+      this.asciiEnd = end;
+    }
+  }
+
+  private knownAscii(start: number, end: number): boolean {
+    return start >= this.asciiStart && end <= this.asciiEnd;
   }
 
   /**
@@ -269,6 +288,7 @@ class Reader {
     const end = this.lengthEnd();
     const start = this.pos;
     this.pos = end;
+    if (this.knownAscii(start, end)) return start;
     const buf = this.buf;
     let i = start;
     while (i < end && (buf[i] as number) < 0x80) i++;
@@ -279,6 +299,7 @@ class Reader {
   /** The text of bytes stringStart() validated. */
   validatedText(start: number, end: number): string {
     if (start === end) return "";
+    if (this.knownAscii(start, end)) return this.ascii(start, end);
     const buf = this.buf;
     let i = start;
     while (i < end && (buf[i] as number) < 0x80) i++;
@@ -332,7 +353,7 @@ class Reader {
   }
 }
 
-function isAscii(text: string): boolean {
+function isAsciiText(text: string): boolean {
   for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) >= 0x80) return false;
   return true;
 }
@@ -391,6 +412,7 @@ function readRequest(r: Reader, into: { http: HttpView | undefined }): { http: H
 
 function readHttp(r: Reader, into: HttpView): HttpView {
   const end = r.lengthEnd();
+  r.noteAscii(r.pos, end);
   while (r.pos < end) {
     const tag = r.tag();
     switch (tag) {
