@@ -17,9 +17,10 @@
  * How: `record()` only appends to memory (a deny: one small object; an allow: a counter bump in
  * the aggregator). A timer every `flushIntervalMs` seals what is complete — all pending rows,
  * and the aggregates of every second that has ended — gives the sealed rows their seq and hash,
- * and inserts them in multi-row INSERTs of up to `maxBatchRows`. A failed INSERT leaves its rows
- * (already chained) in memory; the next flush checks the table's tail and retries them, so the
- * chain stays intact across a database outage as long as the rows fit in `maxQueue`.
+ * and inserts them in batches of up to `maxBatchRows`, one INSERT of unnest()ed arrays each. A
+ * failed INSERT leaves its rows (already chained) in memory; the next flush checks the table's
+ * tail and retries them, so the chain stays intact across a database outage as long as the rows
+ * fit in `maxQueue`.
  *
  * Aggregated rows carry the start of their second as `time` and are written once that second
  * is over by `now()`, so a second's allows make one row. An allow stamped with a second that was
