@@ -135,8 +135,13 @@ class HttpView implements EnvoyHttpInput {
   method = "";
   path = "";
   headerMap: { headers: EnvoyHeaderValue[] } | undefined = undefined;
-  /** Per entry in wire order: key start, key end, value start, value end (-1: absent, ""). */
-  readonly ranges: number[] = [];
+  /**
+   * Per entry in wire order: key start, key end, value start, value end (-1: absent, ""), in
+   * the first `rangeCount` slots. Sized for ten headers up front, so a typical request's entries
+   * take one allocation rather than a growing array's several.
+   */
+  readonly ranges: number[] = new Array<number>(40);
+  rangeCount = 0;
   #headers: Record<string, string> | undefined;
 
   constructor(private readonly reader: Reader) {}
@@ -145,7 +150,7 @@ class HttpView implements EnvoyHttpInput {
     if (this.#headers === undefined) {
       const headers: Record<string, string> = {};
       const ranges = this.ranges;
-      for (let i = 0; i < ranges.length; i += 4) {
+      for (let i = 0; i < this.rangeCount; i += 4) {
         setOwn(headers, this.text(ranges[i] as number, ranges[i + 1] as number), this.text(ranges[i + 2] as number, ranges[i + 3] as number));
       }
       this.#headers = headers;
@@ -160,7 +165,7 @@ class HttpView implements EnvoyHttpInput {
     const buf = this.reader.buf;
     const ranges = this.ranges;
     // The last duplicate wins, as in the map.
-    entries: for (let i = ranges.length - 4; i >= 0; i -= 4) {
+    entries: for (let i = this.rangeCount - 4; i >= 0; i -= 4) {
       const start = ranges[i] as number;
       const length = start === -1 ? 0 : (ranges[i + 1] as number) - start;
       if (length !== name.length) continue;
@@ -420,7 +425,7 @@ function readHttp(r: Reader, into: HttpView): HttpView {
         into.method = r.string();
         break;
       case 0x1a:
-        readHeaderEntry(r, into.ranges);
+        readHeaderEntry(r, into);
         break;
       case 0x22:
         into.path = r.string();
@@ -465,7 +470,7 @@ function readHeaderValue(r: Reader): EnvoyHeaderValue {
 }
 
 /** One entry of the headers map, validated and kept as byte ranges (see HttpView). */
-function readHeaderEntry(r: Reader, ranges: number[]): void {
+function readHeaderEntry(r: Reader, into: HttpView): void {
   const end = r.lengthEnd();
   let keyStart = -1;
   let keyEnd = -1;
@@ -482,7 +487,13 @@ function readHeaderEntry(r: Reader, ranges: number[]): void {
     } else r.skip(tag, Read.MapEntry, "map entry");
   }
   r.checkEnd(end, "a map entry");
-  ranges.push(keyStart, keyEnd, valueStart, valueEnd);
+  const at = into.rangeCount;
+  const ranges = into.ranges;
+  ranges[at] = keyStart;
+  ranges[at + 1] = keyEnd;
+  ranges[at + 2] = valueStart;
+  ranges[at + 3] = valueEnd;
+  into.rangeCount = at + 4;
 }
 
 /** One map<string, string> entry (key = 1, value = 2; either may be missing: ""). */

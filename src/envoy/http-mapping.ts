@@ -200,17 +200,17 @@ function deny(kind: DenyClass, reason: string, message: string, decisionId: stri
 function allowAnswer(response: CheckResponse, feature: string, credentialHeader: string | undefined, nowMs: number): AllowAnswer {
   const upstreamHeaders: HeaderPair[] = [];
   const clearedUpstreamHeaders: string[] = [];
-  const put = (name: string, value: string): void => {
-    if (value.length > 0) upstreamHeaders.push({ name, value });
-    else clearedUpstreamHeaders.push(name);
-  };
-  put(UPSTREAM_HEADERS.licenseId, response.licenseId);
-  put(UPSTREAM_HEADERS.plan, response.plan);
-  put(UPSTREAM_HEADERS.accountId, response.accountId);
-  put(UPSTREAM_HEADERS.decisionId, response.decisionId);
-  put(UPSTREAM_HEADERS.remaining, response.remaining === undefined ? "" : String(response.remaining));
-  const responseHeaders: HeaderPair[] = [];
-  pushRateLimit(responseHeaders, response, feature, nowMs);
+  putUpstream(upstreamHeaders, clearedUpstreamHeaders, UPSTREAM_HEADERS.licenseId, response.licenseId);
+  putUpstream(upstreamHeaders, clearedUpstreamHeaders, UPSTREAM_HEADERS.plan, response.plan);
+  putUpstream(upstreamHeaders, clearedUpstreamHeaders, UPSTREAM_HEADERS.accountId, response.accountId);
+  putUpstream(upstreamHeaders, clearedUpstreamHeaders, UPSTREAM_HEADERS.decisionId, response.decisionId);
+  putUpstream(upstreamHeaders, clearedUpstreamHeaders, UPSTREAM_HEADERS.remaining, response.remaining === undefined ? "" : String(response.remaining));
+  let responseHeaders: readonly HeaderPair[] = NO_HEADERS;
+  if (response.limit !== undefined) {
+    const fields: HeaderPair[] = [];
+    pushRateLimit(fields, response, feature, nowMs);
+    responseHeaders = fields;
+  }
   return {
     allow: true,
     upstreamHeaders,
@@ -222,6 +222,15 @@ function allowAnswer(response: CheckResponse, feature: string, credentialHeader:
     decisionId: response.decisionId,
   };
 }
+
+/** A header with a value goes upstream; one without is cleared, so a client cannot supply it. */
+function putUpstream(headers: HeaderPair[], cleared: string[], name: string, value: string): void {
+  if (value.length > 0) headers.push({ name, value });
+  else cleared.push(name);
+}
+
+/** Shared by answers without RateLimit fields (boolean features). */
+const NO_HEADERS: readonly HeaderPair[] = Object.freeze([]);
 
 /**
  * RateLimit-Policy `"<feature>";q=<limit>` and RateLimit `"<feature>";r=<remaining>;t=<seconds>`
