@@ -7,7 +7,7 @@
  */
 import type { MachineInfo } from "./machine.js";
 import type { SampledBody } from "./grpc-probe.js";
-import { median, medianRatio } from "./stats.js";
+import { median, medianRatio, pairedRatios } from "./stats.js";
 
 export interface Measurement {
   readonly reqPerSec: number;
@@ -99,8 +99,10 @@ export interface BenchResults {
 export interface ScenarioSummary {
   readonly serviceReqPerSec: number;
   readonly bareReqPerSec: number;
-  /** service / bare throughput. */
+  /** service / bare throughput: the median of the per-repetition ratios. */
   readonly throughputRatio: number;
+  /** The smallest and largest per-repetition throughput ratio: how much the machine varied. */
+  readonly throughputRatioRange: readonly [number, number];
   readonly serviceP50Ms: number;
   readonly serviceP99Ms: number;
   readonly bareP50Ms: number;
@@ -110,6 +112,10 @@ export interface ScenarioSummary {
   readonly allowedShare: number;
   /** Postgres round trips per 1,000 requests, when counted. */
   readonly pgPerThousand: number | undefined;
+}
+
+function rangeOf(xs: readonly number[]): readonly [number, number] {
+  return xs.length === 0 ? [Number.NaN, Number.NaN] : [Math.min(...xs), Math.max(...xs)];
 }
 
 function values(ms: readonly Measurement[], pick: (m: Measurement) => number | undefined): number[] {
@@ -122,6 +128,7 @@ export function summarizeScenario(s: ScenarioResult): ScenarioSummary {
     serviceReqPerSec: median(values(s.service, (m) => m.reqPerSec)),
     bareReqPerSec: median(values(s.bare, (m) => m.reqPerSec)),
     throughputRatio: medianRatio(values(s.service, (m) => m.reqPerSec), values(s.bare, (m) => m.reqPerSec)),
+    throughputRatioRange: rangeOf(pairedRatios(values(s.service, (m) => m.reqPerSec), values(s.bare, (m) => m.reqPerSec))),
     serviceP50Ms: median(values(s.service, (m) => m.p50Ms)),
     serviceP99Ms: median(values(s.service, (m) => m.p99Ms)),
     bareP50Ms: median(values(s.bare, (m) => m.p50Ms)),
@@ -211,6 +218,10 @@ export function fmtMs(n: number): string {
   return Number.isFinite(n) ? (n < 10 ? n.toFixed(2) : n.toFixed(1)) : "–";
 }
 
+function fmtRange([low, high]: readonly [number, number]): string {
+  return Number.isFinite(low) && Number.isFinite(high) ? `${low.toFixed(2)}–${high.toFixed(2)}×` : "–";
+}
+
 export function fmtRatio(n: number): string {
   return Number.isFinite(n) ? `${n.toFixed(2)}×` : "–";
 }
@@ -218,13 +229,13 @@ export function fmtRatio(n: number): string {
 /** The scenario table (also what the smoke test reads back). */
 export function scenarioTable(scenarios: readonly ScenarioResult[]): string {
   const header = [
-    "| scenario | load (conns × streams) | service req/s | bare req/s | throughput ratio | service p50 ms | service p99 ms | bare p50 ms | bare p99 ms | p99 ratio | allowed | PG round trips / 1k |",
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| scenario | load (conns × streams) | service req/s | bare req/s | throughput ratio | service p50 ms | service p99 ms | bare p50 ms | bare p99 ms | p99 ratio | allowed | PG round trips / 1k | throughput ratio per repetition, min–max |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   const rows = scenarios.map((s) => {
     const m = summarizeScenario(s);
     const latency = s.measure === "latency" || Number.isFinite(m.serviceP99Ms);
-    return `| ${s.title} | ${s.load} | ${fmtRate(m.serviceReqPerSec)} | ${fmtRate(m.bareReqPerSec)} | ${fmtRatio(m.throughputRatio)} | ${latency ? fmtMs(m.serviceP50Ms) : "–"} | ${latency ? fmtMs(m.serviceP99Ms) : "–"} | ${latency ? fmtMs(m.bareP50Ms) : "–"} | ${latency ? fmtMs(m.bareP99Ms) : "–"} | ${latency ? fmtRatio(m.p99Ratio) : "–"} | ${(100 * m.allowedShare).toFixed(1)}% | ${m.pgPerThousand === undefined ? "–" : m.pgPerThousand.toFixed(2)} |`;
+    return `| ${s.title} | ${s.load} | ${fmtRate(m.serviceReqPerSec)} | ${fmtRate(m.bareReqPerSec)} | ${fmtRatio(m.throughputRatio)} | ${latency ? fmtMs(m.serviceP50Ms) : "–"} | ${latency ? fmtMs(m.serviceP99Ms) : "–"} | ${latency ? fmtMs(m.bareP50Ms) : "–"} | ${latency ? fmtMs(m.bareP99Ms) : "–"} | ${latency ? fmtRatio(m.p99Ratio) : "–"} | ${(100 * m.allowedShare).toFixed(1)}% | ${m.pgPerThousand === undefined ? "–" : m.pgPerThousand.toFixed(2)} | ${fmtRange(m.throughputRatioRange)} |`;
   });
   return [...header, ...rows].join("\n");
 }
@@ -255,7 +266,7 @@ export function renderResults(r: BenchResults): string {
     "## How it was measured",
     "",
     `- ${r.workload}`,
-    `- Each scenario ran ${r.repetitions} time(s) per variant (${r.bound}), alternating service and bare server (odd repetitions service first, even ones bare first). Figures are medians; ratios are medians of the per-repetition ratios.`,
+    `- Each scenario ran ${r.repetitions} time(s) per variant (${r.bound}), alternating service and bare server (odd repetitions service first, even ones bare first). Figures are medians; ratios are medians of the per-repetition ratios, and the scenario table's last column shows how far those spread.`,
     "- h2load sends one body per process, so a mix is several h2load processes started together (one pre-encoded gRPC frame each) sharing the connections; their req/s are summed and their per-request logs pooled for p50/p99.",
     "- 16 × 32 (throughput): 8 h2load processes × 2 connections × 32 streams: 7 allowed bodies on 7 keys of 7 licences and 1 denied (FEATURE_NOT_ENTITLED), 87.5% allowed by connection share. 4 × 4 (latency): 3 allowed processes × 1 connection × 4 streams, closed loop, and 1 denied connection paced (--rps) at about 10% of the scenario's throughput.",
     "- The bare server (bench/bare-server.ts) is @grpc/grpc-js with the service's transport settings and raw-bytes method definitions, answering a constant pre-encoded CheckResponse (or Envoy CheckResponse), shaped like the service's allowed answer so both send about as many bytes, on the same method path.",

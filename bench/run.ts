@@ -4,6 +4,7 @@
  *
  *   node dist/bench/run.js [--smoke] [--out FILE] [--reps N] [--duration SECONDS] [--no-profile]
  *                          [--only ID,ID,...]
+ *   node dist/bench/run.js --render RESULTS.json [--out FILE]   (re-renders a run's results, measures nothing)
  *
  * Environment (read here only): DATABASE_URL (PostgreSQL server; the bench creates and drops its
  * own database on it; unset: the embedded database in a temporary DATA_DIR), H2LOAD (path to
@@ -63,6 +64,8 @@ export interface BenchOptions {
    * figure: a partial run's RESULTS.md says what it left out.
    */
   readonly only: ReadonlySet<string> | undefined;
+  /** Re-render this RESULTS.json (after a change to the report's layout) instead of measuring. */
+  readonly render: string | undefined;
 }
 
 /** The parts of a full run that `--only` can name besides the scenarios. */
@@ -82,6 +85,7 @@ export function parseOptions(argv: readonly string[], env: Readonly<Record<strin
         duration: { type: "string" },
         "no-profile": { type: "boolean" },
         only: { type: "string" },
+        render: { type: "string" },
       },
       strict: true,
       allowPositionals: false,
@@ -109,6 +113,7 @@ export function parseOptions(argv: readonly string[], env: Readonly<Record<strin
     licences: smoke ? 20 : 200,
     keys: smoke ? 100 : 1000,
     only,
+    render: values.render === undefined ? undefined : resolve(values.render),
   };
 }
 
@@ -743,6 +748,12 @@ async function main(): Promise<number> {
     if (!(error instanceof UsageError)) throw error;
     process.stderr.write(`bench: ${error.message}\n`);
     return 2;
+  }
+  if (options.render !== undefined) {
+    const markdown = renderResults(JSON.parse(await readFile(options.render, "utf8")) as BenchResults);
+    await writeFile(options.out, markdown);
+    process.stdout.write(`re-rendered ${options.render} into ${options.out}\n`);
+    return 0;
   }
   const results = await runBench(options);
   const markdown = renderResults(results);

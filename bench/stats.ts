@@ -16,13 +16,18 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 === 1 ? upper : ((sorted[mid - 1] ?? Number.NaN) + upper) / 2;
 }
 
-/** Median of paired ratios a[i] / b[i]: each pair was measured back to back. */
-export function medianRatio(a: readonly number[], b: readonly number[]): number {
+/** The paired ratios a[i] / b[i], each pair measured back to back (pairs with b[i] <= 0 left out). */
+export function pairedRatios(a: readonly number[], b: readonly number[]): number[] {
   const ratios: number[] = [];
   for (let i = 0; i < Math.min(a.length, b.length); i++) {
     const x = a[i];
     const y = b[i];
     if (x !== undefined && y !== undefined && y > 0) ratios.push(x / y);
   }
-  return median(ratios);
+  return ratios;
+}
+
+/** Median of paired ratios a[i] / b[i]: each pair was measured back to back. */
+export function medianRatio(a: readonly number[], b: readonly number[]): number {
+  return median(pairedRatios(a, b));
 }

@@ -13,7 +13,8 @@ import { h2loadArgs, parseH2loadOutput } from "../../bench/h2load.js";
 import { FrontendStreamParser } from "../../bench/pg-counter.js";
 import { FULL_RUN_PARTS, parseOptions } from "../../bench/run.js";
 import { summarizeProfile, type CpuProfile } from "../../bench/profile-summary.js";
-import { median, medianRatio, percentile } from "../../bench/stats.js";
+import { scenarioTable } from "../../bench/results.js";
+import { median, medianRatio, pairedRatios, percentile } from "../../bench/stats.js";
 import { partsFor, type Scenario } from "../../bench/scenarios.js";
 import { checkMix, grpcFrame } from "../../bench/workload.js";
 import { ROOT } from "../support/service.js";
@@ -35,6 +36,7 @@ describe("bench options", () => {
     expect(() => parseOptions(["--only", "check-boolean-16x32,ext-authz"], {})).toThrow(/--only takes a comma-separated list of check-boolean-16x32, .*profile-ext-authz; got "check-boolean-16x32,ext-authz"/);
     expect(() => parseOptions(["--only", ","], {})).toThrow(/--only/);
     expect(() => parseOptions(["--smoke", "--only", "profile"], {})).toThrow("--only cannot be combined with --smoke");
+    expect(parseOptions(["--render", "bench/RESULTS.json"], {}).render).toMatch(/\/bench\/RESULTS\.json$/);
     expect(FULL_RUN_PARTS).toContain("statements");
   });
 });
@@ -167,6 +169,22 @@ describe("statistics", () => {
     expect(percentile(Float64Array.from([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), 0.99)).toBe(10);
     expect(percentile(Float64Array.from([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), 0.5)).toBe(5);
     expect(medianRatio([10, 30, 20], [20, 30, 10])).toBe(1);
+    expect(pairedRatios([10, 30, 20], [20, 0, 10])).toEqual([0.5, 2]);
+  });
+
+  it("shows how far the per-repetition throughput ratios spread, next to their median", () => {
+    const run = (reqPerSec: number) => ({ reqPerSec, requests: 1000, failed: 0, allowedShare: 0.875 });
+    const scenario = {
+      id: "check-boolean-16x32",
+      title: "Check boolean",
+      load: "16 × 32",
+      measure: "throughput" as const,
+      service: [600, 1070, 800].map(run),
+      bare: [1000, 1000, 1000].map(run),
+    };
+    const row = scenarioTable([scenario]).split("\n")[2]?.split("|").map((c) => c.trim());
+    expect(row?.[5]).toBe("0.80×");
+    expect(row?.[13]).toBe("0.60–1.07×");
   });
 });
 
