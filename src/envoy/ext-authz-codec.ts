@@ -61,6 +61,7 @@ import {
 } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
 import type { Status } from "../gen/google/rpc/status_pb.js";
 import type { UnaryCodec } from "../server/grpc-server.js";
+import { WireReader } from "../server/wire-reader.js";
 
 // ---------------------------------------------------------------------------------------------
 // What the authorizer reads
@@ -201,33 +202,12 @@ const enum Read {
  */
 const WHOLE_TEXT_MAX_BYTES = 16 * 1024;
 
-class Reader {
-  pos = 0;
-  readonly end: number;
+class Reader extends WireReader {
   /** The input as Latin-1 text, made on first use; for ASCII bytes, character i is byte i. */
   private text: string | undefined;
   /** Bytes in [asciiStart, asciiEnd) are known to be ASCII: their strings need no UTF-8 check. */
   private asciiStart = 0;
   private asciiEnd = 0;
-
-  constructor(readonly buf: Buffer) {
-    this.end = buf.length;
-  }
-
-  /** A varint as a number; exact up to 2^53, which is all a length or tag can use. */
-  varint(): number {
-    const buf = this.buf;
-    let result = 0;
-    let scale = 1;
-    for (let i = 0; i < 10; i++) {
-      if (this.pos >= this.end) throw new Error("premature end of varint");
-      const byte = buf[this.pos++] as number;
-      result += (byte & 0x7f) * scale;
-      if (byte < 0x80) return result;
-      scale *= 128;
-    }
-    throw new Error("varint longer than 10 bytes");
-  }
 
   /** A field's tag, `(number << 3) | wireType`, validated as protobuf-es validates it. */
   tag(): number {
@@ -245,14 +225,6 @@ class Reader {
     if (tag < 8) throw new Error("illegal tag: field number 0");
     if ((tag & 7) > 5) throw new Error(`illegal tag: wire type ${tag & 7}`);
     return tag;
-  }
-
-  /** The end offset of a length-delimited field whose length comes next. */
-  lengthEnd(): number {
-    const length = this.varint();
-    const end = this.pos + length;
-    if (end > this.end) throw new Error("length-delimited field runs past the end of the message");
-    return end;
   }
 
   /** A proto3 string: UTF-8, validated (protobuf-es rejects invalid UTF-8 in proto3 strings). */
@@ -333,23 +305,9 @@ class Reader {
     const field = Math.floor(tag / 8);
     const wireType = tag & 7;
     if (field < 32 && (read >>> field) & 1) throw new Error(`${where} field ${field} has wire type ${wireType}, not 2`);
-    switch (wireType) {
-      case 0:
-        this.varint();
-        return;
-      case 1:
-        this.pos += 8;
-        break;
-      case 2:
-        this.pos = this.lengthEnd();
-        return;
-      case 5:
-        this.pos += 4;
-        break;
-      default:
-        throw new Error(`${where} field ${field} has wire type ${wireType} (a group), which is not supported`);
-    }
-    if (this.pos > this.end) throw new Error("fixed-size field runs past the end of the message");
+    // tag() refused wire types 6 and 7; 3 and 4 start and end groups.
+    if (wireType === 3 || wireType === 4) throw new Error(`${where} field ${field} has wire type ${wireType} (a group), which is not supported`);
+    this.skipValue(wireType);
   }
 
   /** Throws unless the fields of a sub-message ended exactly at its length. */

@@ -15,6 +15,7 @@
 import { isUtf8 } from "node:buffer";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { CheckRequest, CheckResponse } from "../gen/licensing/v1/licensing_pb.js";
+import { WireReader } from "../server/wire-reader.js";
 
 // ---------------------------------------------------------------------------------------------
 // Encoding
@@ -216,27 +217,9 @@ export function encodeCheckResponse(m: CheckResponse): Uint8Array {
 // Decoding
 // ---------------------------------------------------------------------------------------------
 
-class Reader {
-  pos = 0;
-
-  constructor(readonly buf: Buffer) {}
-
+class Reader extends WireReader {
   get done(): boolean {
-    return this.pos >= this.buf.length;
-  }
-
-  /** A varint as a number; exact up to 2^53 (larger values only occur in int64 fields). */
-  varint(): number {
-    let result = 0;
-    let scale = 1;
-    for (let i = 0; i < 10; i++) {
-      if (this.pos >= this.buf.length) throw new Error("premature end of varint");
-      const byte = this.buf[this.pos++] as number;
-      result += (byte & 0x7f) * scale;
-      if (byte < 0x80) return result;
-      scale *= 128;
-    }
-    throw new Error("varint longer than 10 bytes");
+    return this.pos >= this.end;
   }
 
   /** A varint as a signed 64-bit integer (int64). */
@@ -249,43 +232,16 @@ class Reader {
     return BigInt.asIntN(64, value);
   }
 
-  bytesEnd(): number {
-    const length = this.varint();
-    const end = this.pos + length;
-    if (end > this.buf.length) throw new Error("length-delimited field runs past the end");
-    return end;
-  }
-
   /**
    * A proto3 string: invalid UTF-8 throws, as in protobuf-es. toString replaces each invalid
    * sequence with U+FFFD, so only a string holding one (rare) needs the bytes validated.
    */
   string(): string {
-    const end = this.bytesEnd();
+    const end = this.lengthEnd();
     const text = this.buf.toString("utf8", this.pos, end);
     if (text.includes("\uFFFD") && !isUtf8(this.buf.subarray(this.pos, end))) throw new Error("string field is not valid UTF-8");
     this.pos = end;
     return text;
-  }
-
-  skip(wireType: number): void {
-    switch (wireType) {
-      case 0:
-        this.varint();
-        return;
-      case 1:
-        this.pos += 8;
-        break;
-      case 2:
-        this.pos = this.bytesEnd();
-        return;
-      case 5:
-        this.pos += 4;
-        break;
-      default:
-        throw new Error(`unsupported wire type ${wireType}`);
-    }
-    if (this.pos > this.buf.length) throw new Error("fixed-size field runs past the end");
   }
 }
 
@@ -336,7 +292,7 @@ export function decodeCheckRequest(buf: Buffer): CheckRequest {
         break;
       default:
         if (field === 0) throw new Error("illegal field number 0");
-        r.skip(wireType);
+        r.skipValue(wireType);
     }
   }
   return request;
@@ -344,14 +300,14 @@ export function decodeCheckRequest(buf: Buffer): CheckRequest {
 
 /** One map<string,string> entry (a message with key = 1 and value = 2). */
 function readAttribute(r: Reader, attributes: Record<string, string>): void {
-  const end = r.bytesEnd();
+  const end = r.lengthEnd();
   let key = "";
   let value = "";
   while (r.pos < end) {
     const tag = r.varint();
     if (tag === 0x0a) key = r.string();
     else if (tag === 0x12) value = r.string();
-    else r.skip(tag & 7);
+    else r.skipValue(tag & 7);
   }
   if (r.pos !== end) throw new Error("map entry runs past its length");
   attributes[key] = value;
