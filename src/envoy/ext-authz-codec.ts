@@ -61,7 +61,7 @@ import {
 } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
 import type { Status } from "../gen/google/rpc/status_pb.js";
 import type { UnaryCodec } from "../server/grpc-server.js";
-import { WireReader } from "../server/wire-reader.js";
+import { setMapEntry, WireReader } from "../server/wire-reader.js";
 
 // ---------------------------------------------------------------------------------------------
 // What the authorizer reads
@@ -152,7 +152,7 @@ class HttpView implements EnvoyHttpInput {
       const headers: Record<string, string> = {};
       const ranges = this.ranges;
       for (let i = 0; i < this.rangeCount; i += 4) {
-        setOwn(headers, this.text(ranges[i] as number, ranges[i + 1] as number), this.text(ranges[i + 2] as number, ranges[i + 3] as number));
+        setMapEntry(headers, this.text(ranges[i] as number, ranges[i + 1] as number), this.text(ranges[i + 2] as number, ranges[i + 3] as number));
       }
       this.#headers = headers;
     }
@@ -325,12 +325,6 @@ function ownValue(map: { readonly [key: string]: string }, key: string): string 
   return Object.hasOwn(map, key) ? map[key] : undefined;
 }
 
-/** Stores a map entry as protobuf-es does: an own property, even for `__proto__`. */
-function setOwn(map: Record<string, string>, key: string, value: string): void {
-  if (key === "__proto__") Object.defineProperty(map, key, { value, writable: true, enumerable: true, configurable: true });
-  else map[key] = value;
-}
-
 /**
  * Decodes an Envoy CheckRequest into what the authorizer reads (see the module comment).
  *
@@ -466,7 +460,7 @@ function readStringMapEntry(r: Reader, map: Record<string, string>): void {
     else r.skip(tag, Read.MapEntry, "map entry");
   }
   r.checkEnd(end, "a map entry");
-  setOwn(map, key, value);
+  setMapEntry(map, key, value);
 }
 
 // ---------------------------------------------------------------------------------------------

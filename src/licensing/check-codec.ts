@@ -15,7 +15,7 @@
 import { isUtf8 } from "node:buffer";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { CheckRequest, CheckResponse } from "../gen/licensing/v1/licensing_pb.js";
-import { WireReader } from "../server/wire-reader.js";
+import { setMapEntry, WireReader } from "../server/wire-reader.js";
 
 // ---------------------------------------------------------------------------------------------
 // Encoding
@@ -310,5 +310,5 @@ function readAttribute(r: Reader, attributes: Record<string, string>): void {
     else r.skipValue(tag & 7);
   }
   if (r.pos !== end) throw new Error("map entry runs past its length");
-  attributes[key] = value;
+  setMapEntry(attributes, key, value);
 }

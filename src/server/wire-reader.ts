@@ -59,3 +59,12 @@ export class WireReader {
     if (this.pos > this.end) throw new Error("fixed-size field runs past the end of the message");
   }
 }
+
+/**
+ * Stores a decoded map<string, string> entry as protobuf-es does: an own property, even for
+ * `__proto__` (plain assignment would set the object's prototype and lose the entry).
+ */
+export function setMapEntry(map: Record<string, string>, key: string, value: string): void {
+  if (key === "__proto__") Object.defineProperty(map, key, { value, writable: true, enumerable: true, configurable: true });
+  else map[key] = value;
+}

@@ -105,6 +105,16 @@ describe("the specialized Check codec", () => {
     expect(() => decodeCheckRequest(Buffer.from(bytes))).toThrow();
   });
 
+  it("keeps an attribute named __proto__ as an own entry, as protobuf-es does", () => {
+    const message = create(CheckRequestSchema, { feature: "f", attributes: { plan: "pro" } });
+    Object.defineProperty(message.attributes, "__proto__", { value: "x", enumerable: true, writable: true, configurable: true });
+    const bytes = Buffer.from(toBinary(CheckRequestSchema, message));
+    const decoded = decodeCheckRequest(bytes);
+    expect(Object.keys(decoded.attributes)).toEqual(Object.keys(fromBinary(CheckRequestSchema, bytes).attributes));
+    expect(Object.hasOwn(decoded.attributes, "__proto__")).toBe(true);
+    expect(Object.getPrototypeOf(decoded.attributes)).toBe(Object.prototype);
+  });
+
   it("accepts a U+FFFD that was sent as valid UTF-8", () => {
     const bytes = Buffer.from(toBinary(CheckRequestSchema, create(CheckRequestSchema, { feature: "a\uFFFDb" })));
     expect(decodeCheckRequest(bytes)).toEqual(fromBinary(CheckRequestSchema, bytes));
