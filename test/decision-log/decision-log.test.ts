@@ -48,11 +48,11 @@ function instrumented(db: Kysely<Database>) {
   let loseNextAnswer = false;
   const plugin: KyselyPlugin = {
     transformQuery({ node, queryId }) {
-      // The writer inserts arrays (unnest): a batch's rows are the length of its first array.
+      // The writer inserts one JSON array of rows: a batch's rows are that array's length.
       if (RawNode.is(node) && node.sqlFragments.join("$").includes("insert into decision_log")) {
         inserts.add(queryId);
         const first = node.parameters[0];
-        insertRows.push(first !== undefined && ValueNode.is(first) && Array.isArray(first.value) ? first.value.length : 0);
+        insertRows.push(first !== undefined && ValueNode.is(first) && typeof first.value === "string" ? (JSON.parse(first.value) as unknown[]).length : 0);
       }
       return node;
     },
@@ -186,11 +186,11 @@ describe.each(testBackends())("decision log on %s", (backend) => {
     await log.stop();
   });
 
-  it("stores text that array literals must escape exactly as recorded, and the chain verifies", async () => {
+  it("stores text that JSON or array literals must escape exactly as recorded, and the chain verifies", async () => {
     const replicaId = replica();
     const { log } = writer({ replicaId });
     await log.start();
-    const awkward = ['a,"b"\\{c}', "NULL", "", " spaced ", "ünïcode ✓"];
+    const awkward = ['a,"b"\\{c}', "NULL", "", " spaced ", "ünïcode ✓", "[1,2]", "\\u0041", "😀", "null"];
     for (const [i, feature] of awkward.entries()) log.record(deny(T0 + i, { feature, licenseId: i === 1 ? null : feature }));
     await log.flush();
     const rows = await rowsOf(replicaId);
@@ -320,6 +320,17 @@ describe.each(testBackends())("decision log on %s", (backend) => {
     await log.stop();
     expect((await rowsOf(replicaId))[0]?.feature).toBe("ex\uFFFDport");
     expect((await verdictOf(replicaId))?.firstBadSeq).toBeUndefined();
+  });
+
+  it("a lone UTF-16 surrogate is stored as U+FFFD, as UTF-8 carries it, and the chain still verifies", async () => {
+    const replicaId = replica();
+    const { log } = writer({ replicaId });
+    await log.start();
+    log.record(deny(T0, { feature: "ex\ud800port", licenseId: "lic-\udc00" }));
+    await log.stop();
+    const [row] = await rowsOf(replicaId);
+    expect([row?.feature, row?.license_id]).toEqual(["ex\uFFFDport", "lic-\uFFFD"]);
+    expect(await verdictOf(replicaId)).toEqual({ replicaId, rows: 1 });
   });
 
   it("while the database refuses inserts, rows are kept and retried later with the chain intact", async () => {

@@ -27,8 +27,9 @@
  *
  * JSON gives an unambiguous encoding for free (quotes and backslashes escaped, null distinct
  * from ""), and any language can reproduce it. prev_hash is hex or empty, so the "\n" separator
- * can never be confused with its content. Strings are hashed as the UTF-8 that the database
- * stores: a lone surrogate becomes U+FFFD in both, so a row read back hashes the same.
+ * can never be confused with its content. Strings are hashed as the database stores them: the
+ * writer replaces NUL (which PostgreSQL text cannot hold) and a lone UTF-16 surrogate (which
+ * UTF-8 cannot carry) with U+FFFD before hashing, so a row read back hashes the same.
  *
  * seq and replica_id are inside the hash, so moving a row to another position or another
  * replica's chain breaks it; prev_hash links each row to the one before, so deleting or
@@ -83,5 +84,10 @@ export function canonicalRow(row: ChainRow, time: string = new Date(row.timeMs).
  * One-shot crypto.hash: no Hash object per row (the writer chains every deny).
  */
 export function chainHash(prevHash: string, row: ChainRow, time?: string): string {
-  return hash("sha256", `${prevHash}\n${canonicalRow(row, time)}`, "hex");
+  return hashCanonical(prevHash, canonicalRow(row, time));
+}
+
+/** chainHash for a caller that already holds the row's canonical form (the writer stores it). */
+export function hashCanonical(prevHash: string, canonical: string): string {
+  return hash("sha256", `${prevHash}\n${canonical}`, "hex");
 }
