@@ -17,7 +17,7 @@
  * How: `record()` only appends to memory (a deny: one small object; an allow: a counter bump in
  * the aggregator). A timer every `flushIntervalMs` seals what is complete — all pending rows,
  * and the aggregates of every second that has ended — gives the sealed rows their seq and hash,
- * and inserts them in batches of up to `maxBatchRows`, one INSERT of unnest()ed arrays each. A
+ * and inserts them in batches of up to `maxBatchRows`, one INSERT of a JSON array each. A
  * failed INSERT leaves its rows (already chained) in memory; the next flush checks the table's
  * tail and retries them, so the chain stays intact across a database outage as long as the rows
  * fit in `maxQueue`.
@@ -79,7 +79,7 @@ export interface DecisionLogOptions {
   maxQueue?: number;
   /** Pause between the end of one background flush and the start of the next, ms. Default 1000. */
   flushIntervalMs?: number;
-  /** Rows per INSERT, default 5000 (11 parameters a row stays under PostgreSQL's 65535). */
+  /** Rows per INSERT, default 5000: one statement of about 1.5 MB of JSON at most. */
   maxBatchRows?: number;
   /** Epoch milliseconds; decides which aggregation seconds are over. Default Date.now. */
   now?: () => number;
