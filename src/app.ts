@@ -22,8 +22,7 @@ import { ensureAdminTokenFile } from "./admin/admin-token.js";
 import type { Config } from "./config.js";
 import { file_envoy_service_auth_v3_external_auth } from "./gen/envoy/service/auth/v3/external_auth_pb.js";
 import type { CheckResponse } from "./gen/licensing/v1/licensing_pb.js";
-import { createAuthorizationBinding, EXT_AUTHZ_CHECK_PATH } from "./envoy/ext-authz.js";
-import { EXT_AUTHZ_CODEC } from "./envoy/ext-authz-codec.js";
+import { createAuthorizationBinding, createExtAuthzGrpcHandler, EXT_AUTHZ_CHECK_PATH } from "./envoy/ext-authz.js";
 import { createForwardAuthRoute } from "./envoy/forward-auth.js";
 import { createRouteMatcher, type RouteMatcher } from "./envoy/route-table.js";
 import type { AuthzDeps } from "./envoy/authorizer.js";
@@ -111,12 +110,17 @@ const SERVICES = [
 function gateUntilReady<S extends ServiceBinding>(binding: S, isReady: () => boolean): S {
   const gated: Record<string, unknown> = {};
   for (const [name, handler] of Object.entries(binding.handlers as Record<string, (req: unknown, ctx: unknown) => unknown>)) {
-    gated[name] = (request: unknown, context: unknown) => {
-      if (!isReady()) throw unavailable("the service is starting: retry shortly");
-      return handler(request, context);
-    };
+    gated[name] = untilReady(handler, isReady);
   }
   return { ...binding, handlers: gated as UnaryHandlers<S["service"]> } as S;
+}
+
+/** One handler, answering UNAVAILABLE until the service is ready. */
+function untilReady<Req, Ctx, Res>(handler: (request: Req, context: Ctx) => Res, isReady: () => boolean): (request: Req, context: Ctx) => Res {
+  return (request, context) => {
+    if (!isReady()) throw unavailable("the service is starting: retry shortly");
+    return handler(request, context);
+  };
 }
 
 export function createApp(options: AppOptions): App {
@@ -336,10 +340,9 @@ export function createApp(options: AppOptions): App {
         file_externalscaler_externalscaler,
       ],
       rawMounts: [keda],
-      codecs: new Map([
-        ["/licensing.v1.LicensingService/Check", CHECK_CODEC],
-        [EXT_AUTHZ_CHECK_PATH, EXT_AUTHZ_CODEC],
-      ]),
+      codecs: new Map([["/licensing.v1.LicensingService/Check", CHECK_CODEC]]),
+      // Envoy's Check, answered without building the Envoy CheckResponse (ext-authz.ts).
+      rawUnary: new Map([[EXT_AUTHZ_CHECK_PATH, untilReady(createExtAuthzGrpcHandler(authz), () => ready)]]),
       maxReceiveMessageBytes: config.maxMessageBytes,
       logger: logger.child({ component: "grpc" }),
       onCall: metrics.observeRpc,

@@ -38,7 +38,9 @@
  * headers to remove, and a dynamic_metadata Struct whose values are strings. Anything else
  * (status details, query parameters, `append`, non-string Struct values, unknown fields, a wrong
  * `$typeName`, values of the wrong type) falls back to toBinary, so it encodes, or throws,
- * exactly as protobuf-es does.
+ * exactly as protobuf-es does. `encodeEnvoyAnswer(answer)` writes the same bytes as
+ * `encodeEnvoyCheckResponse(toCheckResponse(answer))` straight from the authorizer's answer,
+ * without the message; the gRPC port answers that way (createExtAuthzGrpcHandler).
  *
  * test/unit/ext-authz-codec.test.ts checks both directions against protobuf-es on generated
  * messages, truncations and corruptions.
@@ -52,7 +54,7 @@
  */
 import { isAscii as isAsciiBytes, isUtf8 } from "node:buffer";
 import { toBinary, type JsonObject, type Message } from "@bufbuild/protobuf";
-import type { HeaderValue, HeaderValueOption } from "../gen/envoy/config/core/v3/base_pb.js";
+import { HeaderValueOption_HeaderAppendAction, type HeaderValue, type HeaderValueOption } from "../gen/envoy/config/core/v3/base_pb.js";
 import {
   CheckResponseSchema,
   type CheckResponse,
@@ -60,7 +62,7 @@ import {
   type OkHttpResponse,
 } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
 import type { Status } from "../gen/google/rpc/status_pb.js";
-import type { UnaryCodec } from "../server/grpc-server.js";
+import type { AllowAnswer, AuthzAnswer, DenyAnswer, HeaderPair } from "./http-mapping.js";
 import { setMapEntry, WireReader } from "../server/wire-reader.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -106,16 +108,6 @@ export interface EnvoyAuthzInput {
 
 /** What the decoder returns: the authorizer's input, marked with the message it was read from. */
 export type DecodedEnvoyCheckRequest = EnvoyAuthzInput & Message<"envoy.service.auth.v3.CheckRequest">;
-
-/**
- * The ext_authz Check's codec for the gRPC server's `codecs` map. The decoded request is an
- * `EnvoyAuthzInput`, not a full CheckRequest: the handler (createAuthorizationBinding) reads no
- * more than that.
- */
-export const EXT_AUTHZ_CODEC: UnaryCodec = {
-  decode: decodeEnvoyCheckRequest,
-  encode: encodeEnvoyCheckResponse,
-};
 
 // ---------------------------------------------------------------------------------------------
 // Decoding
@@ -501,10 +493,26 @@ export function encodeSpecialized(m: CheckResponse): Uint8Array | undefined {
     if (err === NOT_COVERED) return undefined;
     throw err;
   }
-  // allocUnsafe slices Node's pooled slab: far cheaper than a fresh Uint8Array per response.
-  const bytes = Buffer.allocUnsafe(w.pos);
-  w.buf.copy(bytes, 0, 0, w.pos);
-  return bytes;
+  return w.copy();
+}
+
+/**
+ * The bytes of `toCheckResponse(answer)` (ext-authz.ts), written straight from the authorizer's
+ * answer without building the message: the gRPC port's ext_authz answers this way. Undefined
+ * when a value is outside what the writer covers (a status that is not an int32); the caller
+ * then encodes the message. test/unit/ext-authz-codec.test.ts holds the two equal on generated
+ * answers.
+ */
+export function encodeEnvoyAnswer(answer: AuthzAnswer): Uint8Array | undefined {
+  const w = new Writer();
+  try {
+    if (answer.allow) writeAllowAnswer(w, answer);
+    else writeDenyAnswer(w, answer);
+  } catch (err) {
+    if (err === NOT_COVERED) return undefined;
+    throw err;
+  }
+  return w.copy();
 }
 
 /** Bytes of a varint holding the non-negative integer `n`. */
@@ -642,6 +650,14 @@ class Writer {
     this.pos += buf.write(text, this.pos, byteLength, "utf8");
   }
 
+  /** The bytes written, in a buffer of their own (the scratch buffer is reused by the next call). */
+  copy(): Uint8Array {
+    // allocUnsafe slices Node's pooled slab: far cheaper than a fresh Uint8Array per response.
+    const bytes = Buffer.allocUnsafe(this.pos);
+    this.buf.copy(bytes, 0, 0, this.pos);
+    return bytes;
+  }
+
   /** A bytes field with implicit presence: absent when empty. */
   bytesField(tag: number, value: unknown): void {
     if (!(value instanceof Uint8Array)) notCovered();
@@ -774,13 +790,65 @@ function writeHeaderValue(w: Writer, m: HeaderValue): void {
 function writeStruct(w: Writer, tag: number, json: JsonObject): void {
   if (typeof json !== "object" || json === null || Array.isArray(json)) notCovered();
   const start = w.begin(tag);
-  for (const key of Object.keys(json)) {
-    const entry = w.begin(0x0a);
-    w.stringField(0x0a, key);
-    const value = w.begin(0x12);
-    w.stringField(0x1a, json[key]);
-    w.end(value);
-    w.end(entry);
-  }
+  for (const key of Object.keys(json)) writeStringEntry(w, key, json[key]);
   w.end(start);
+}
+
+/** One Struct field whose Value is a string_value. */
+function writeStringEntry(w: Writer, key: string, text: unknown): void {
+  const entry = w.begin(0x0a);
+  w.stringField(0x0a, key);
+  const value = w.begin(0x12);
+  w.stringField(0x1a, text);
+  w.end(value);
+  w.end(entry);
+}
+
+// Straight from an answer: the fields toCheckResponse would set, in the order writeResponse
+// writes them.
+
+const OVERWRITE = HeaderValueOption_HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD;
+
+/** status {code 0} (an empty Status), ok_response, dynamic_metadata {license_id, plan, decision_id}. */
+function writeAllowAnswer(w: Writer, answer: AllowAnswer): void {
+  w.end(w.begin(0x0a));
+  const ok = w.begin(0x1a);
+  writeHeaderPairs(w, 0x12, answer.upstreamHeaders);
+  for (const name of answer.clearedUpstreamHeaders) w.stringField(0x2a, name);
+  if (answer.credentialHeader !== undefined) w.stringField(0x2a, answer.credentialHeader);
+  writeHeaderPairs(w, 0x32, answer.responseHeaders);
+  w.end(ok);
+  const metadata = w.begin(0x22);
+  writeStringEntry(w, "license_id", answer.licenseId);
+  writeStringEntry(w, "plan", answer.plan);
+  writeStringEntry(w, "decision_id", answer.decisionId);
+  w.end(metadata);
+}
+
+/** status {code, "REASON: message"}, denied_response {status {code}, headers, body}. */
+function writeDenyAnswer(w: Writer, answer: DenyAnswer): void {
+  const status = w.begin(0x0a);
+  w.int32Field(0x08, answer.grpcCode);
+  w.optionalStringField(0x12, `${answer.reason}: ${answer.message}`);
+  w.end(status);
+  const denied = w.begin(0x12);
+  const httpStatus = w.begin(0x0a);
+  w.int32Field(0x08, answer.status);
+  w.end(httpStatus);
+  writeHeaderPairs(w, 0x12, answer.headers);
+  w.optionalStringField(0x1a, answer.body);
+  w.end(denied);
+}
+
+/** Each pair as a HeaderValueOption {header {key, value}, append_action OVERWRITE_IF_EXISTS_OR_ADD}. */
+function writeHeaderPairs(w: Writer, tag: number, pairs: readonly HeaderPair[]): void {
+  for (const pair of pairs) {
+    const option = w.begin(tag);
+    const header = w.begin(0x0a);
+    w.optionalStringField(0x0a, pair.name);
+    w.optionalStringField(0x12, pair.value);
+    w.end(header);
+    w.int32Field(0x18, OVERWRITE);
+    w.end(option);
+  }
 }

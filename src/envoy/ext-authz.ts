@@ -16,13 +16,16 @@
  */
 import { HeaderValueOption_HeaderAppendAction } from "../gen/envoy/config/core/v3/base_pb.js";
 import type { HeaderValueOption } from "../gen/envoy/config/core/v3/base_pb.js";
-import { Authorization } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
+import { Authorization, CheckRequestSchema } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
 import type { CheckResponse, OkHttpResponse } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
 import type { Status } from "../gen/google/rpc/status_pb.js";
 import { isPromise } from "../licensing/sync.js";
+import { undecodableRequest } from "../server/errors.js";
+import type { RawUnaryHandler } from "../server/grpc-server.js";
 import { bindService, type ServiceBinding } from "../server/rpc.js";
 import { createAuthorizer, type AuthzDeps, type ProxiedRequest, type RouteSetting } from "./authorizer.js";
 import type { HeaderLookup } from "./credential.js";
+import { decodeEnvoyCheckRequest, encodeEnvoyAnswer, encodeEnvoyCheckResponse } from "./ext-authz-codec.js";
 import type { EnvoyAuthzInput, EnvoyHeaderValue, EnvoyHttpInput } from "./ext-authz-codec.js";
 import type { AllowAnswer, AuthzAnswer, DenyAnswer, HeaderPair } from "./http-mapping.js";
 
@@ -32,9 +35,9 @@ export const EXT_AUTHZ_CHECK_PATH = "/envoy.service.auth.v3.Authorization/Check"
 /**
  * The Envoy Authorization service over the licensing Check; never answers with an RPC error.
  *
- * The handler reads only an `EnvoyAuthzInput`: on the gRPC port the request is what
- * EXT_AUTHZ_CODEC (ext-authz-codec.ts) decodes, on the Connect port a full CheckRequest, which
- * is one structurally.
+ * The handler reads only an `EnvoyAuthzInput`, which a full CheckRequest (what the Connect port
+ * decodes) is structurally. The gRPC port serves the same Check through
+ * createExtAuthzGrpcHandler instead.
  */
 export function createAuthorizationBinding(deps: AuthzDeps): ServiceBinding<typeof Authorization> {
   const authorize = createAuthorizer(deps);
@@ -44,6 +47,30 @@ export function createAuthorizationBinding(deps: AuthzDeps): ServiceBinding<type
       return isPromise(answer) ? answer.then(toCheckResponse) : toCheckResponse(answer);
     },
   });
+}
+
+/**
+ * The same Check for the gRPC port (its `rawUnary` map), bytes to bytes: the request read by
+ * decodeEnvoyCheckRequest, the answer written straight from the authorizer's answer
+ * (encodeEnvoyAnswer) instead of building the CheckResponse message and encoding that, which
+ * was a fifth of what an ext_authz call allocated. The bytes are the binding's, exactly.
+ */
+export function createExtAuthzGrpcHandler(deps: AuthzDeps): RawUnaryHandler {
+  const authorize = createAuthorizer(deps);
+  return (bytes, context) => {
+    let request: EnvoyAuthzInput;
+    try {
+      request = decodeEnvoyCheckRequest(bytes);
+    } catch (err) {
+      throw undecodableRequest(CheckRequestSchema.typeName, err);
+    }
+    const answer = authorize(proxiedRequestOf(request), context);
+    return isPromise(answer) ? answer.then(answerBytes) : answerBytes(answer);
+  };
+}
+
+function answerBytes(answer: AuthzAnswer): Uint8Array {
+  return encodeEnvoyAnswer(answer) ?? encodeEnvoyCheckResponse(toCheckResponse(answer));
 }
 
 /** The proxied request inside an Envoy CheckRequest; a request without HTTP attributes has no headers. */

@@ -65,6 +65,13 @@ export interface GrpcServerOptions {
    * exactly what protobuf-es would; a decode error is answered INVALID_ARGUMENT like any other.
    */
   readonly codecs?: ReadonlyMap<string, UnaryCodec>;
+  /**
+   * Unary methods answered from the request's bytes straight to the response's, by method path:
+   * they replace the binding's handler and codec for that path on this port (the HTTP port still
+   * serves the binding). For a method whose answer is cheaper to write than to build as a
+   * message. A raw handler throws `undecodableRequest` for bytes it cannot read.
+   */
+  readonly rawUnary?: ReadonlyMap<string, RawUnaryHandler>;
   /** Streaming services mounted as they are (e.g. KEDA's external scaler); closed on shutdown. */
   readonly rawMounts?: readonly RawServiceMount[];
 }
@@ -201,6 +208,9 @@ function asBuffer(bytes: Uint8Array): Buffer {
 
 type AnyUnaryHandler = UnaryHandler<DescMessage, DescMessage>;
 
+/** A unary method over bytes: the request as it came off the wire, the response encoded. */
+export type RawUnaryHandler = (request: Buffer, context: RpcContext) => Uint8Array | Promise<Uint8Array>;
+
 /** A method's request decoder and response encoder. */
 export interface UnaryCodec {
   decode(bytes: Buffer): MessageShape<DescMessage>;
@@ -226,8 +236,9 @@ function bindingImplementation(binding: ServiceBinding, options: GrpcServerOptio
     const handler = handlers[method.localName];
     if (!isUnary(method) || typeof handler !== "function") continue;
     const rpc = `/${binding.service.typeName}/${method.name}`;
+    const raw = options.rawUnary?.get(rpc);
     const codec = options.codecs?.get(rpc);
-    const runtime: UnaryMethodRuntime = {
+    const runtime: UnaryMethodRuntime = raw !== undefined ? rawRuntime(rpc, method, raw, options) : {
       rpc,
       method,
       handler,
@@ -343,6 +354,23 @@ class GrpcUnaryCall implements RpcContext {
     const onCall = this.runtime.onCall;
     if (onCall !== undefined) onCall(this.runtime.rpc, code, performance.now() - this.#startedMs);
   }
+}
+
+/** The runtime of a raw method: bytes pass through, the handler decodes and encodes. */
+function rawRuntime(rpc: string, method: DescMethodUnary, raw: RawUnaryHandler, options: GrpcServerOptions): UnaryMethodRuntime {
+  return {
+    rpc,
+    method,
+    handler: raw as unknown as AnyUnaryHandler,
+    decode: passThrough as unknown as UnaryMethodRuntime["decode"],
+    encode: passThroughBytes as unknown as UnaryMethodRuntime["encode"],
+    logger: options.logger,
+    onCall: options.onCall,
+  };
+}
+
+function passThroughBytes(bytes: Uint8Array): Uint8Array {
+  return bytes;
 }
 
 function isUnary(method: DescMethod): method is DescMethodUnary {

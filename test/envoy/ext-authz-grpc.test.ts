@@ -13,30 +13,33 @@ import {
 } from "../../src/gen/envoy/service/auth/v3/external_auth_pb.js";
 import type { CheckResponse as EnvoyCheckResponse } from "../../src/gen/envoy/service/auth/v3/external_auth_pb.js";
 import type { CheckRequest } from "../../src/gen/licensing/v1/licensing_pb.js";
-import { createAuthorizationBinding, EXT_AUTHZ_CHECK_PATH } from "../../src/envoy/ext-authz.js";
+import type { AuthzDeps } from "../../src/envoy/authorizer.js";
+import { createAuthorizationBinding, createExtAuthzGrpcHandler, EXT_AUTHZ_CHECK_PATH } from "../../src/envoy/ext-authz.js";
 import { createGrpcServer, type GrpcServer } from "../../src/server/grpc-server.js";
 import { createHealthRegistry } from "../../src/server/health.js";
 import { rawClient, rawUnary, recordingLogger as serverLogger, typedUnary } from "../server/support.js";
 import { envoyRequest, GOOD_KEY, NOW_MS, recordingLogger, ROUTES, scriptedCheck, UNKNOWN_KEY, type EnvoyRequestInit } from "./support.js";
 
-describe("Envoy ext_authz on the gRPC port", () => {
+// As app.ts mounts it (the raw handler, bytes to bytes), and as the binding through protobuf-es.
+describe.each([["raw handler", true], ["binding", false]])("Envoy ext_authz on the gRPC port (%s)", (_name, raw) => {
   const calls: CheckRequest[] = [];
   let server: GrpcServer;
   let client: grpc.Client;
 
   beforeAll(async () => {
-    const binding = createAuthorizationBinding({
+    const deps: AuthzDeps = {
       check: scriptedCheck(calls),
       routes: ROUTES,
       logger: recordingLogger(),
       now: () => NOW_MS,
       options: { removeCredentialHeader: true },
-    });
+    };
     server = createGrpcServer({
-      bindings: [binding],
+      bindings: [createAuthorizationBinding(deps)],
       health: createHealthRegistry("SERVING"),
       reflectionFiles: [file_envoy_service_auth_v3_external_auth],
       logger: serverLogger(),
+      ...(raw ? { rawUnary: new Map([[EXT_AUTHZ_CHECK_PATH, createExtAuthzGrpcHandler(deps)]]) } : {}),
     });
     client = rawClient(await server.listen("127.0.0.1", 0));
   });

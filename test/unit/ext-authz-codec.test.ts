@@ -15,15 +15,15 @@ import {
 } from "@bufbuild/protobuf/wkt";
 import type * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { RouteSetting } from "../../src/envoy/authorizer.js";
+import type { AuthzDeps, RouteSetting } from "../../src/envoy/authorizer.js";
 import {
   decodeEnvoyCheckRequest,
   encodeEnvoyCheckResponse,
   encodeSpecialized,
-  EXT_AUTHZ_CODEC,
+  encodeEnvoyAnswer,
   type EnvoyAuthzInput,
 } from "../../src/envoy/ext-authz-codec.js";
-import { createAuthorizationBinding, EXT_AUTHZ_CHECK_PATH, proxiedRequestOf, toCheckResponse } from "../../src/envoy/ext-authz.js";
+import { createAuthorizationBinding, createExtAuthzGrpcHandler, EXT_AUTHZ_CHECK_PATH, proxiedRequestOf, toCheckResponse } from "../../src/envoy/ext-authz.js";
 import type { AllowAnswer, AuthzAnswer, DenyAnswer, HeaderPair } from "../../src/envoy/http-mapping.js";
 import {
   HeaderValueOption_HeaderAppendAction,
@@ -46,7 +46,7 @@ import {
   type CheckResponse,
 } from "../../src/gen/envoy/service/auth/v3/external_auth_pb.js";
 import { StatusSchema } from "../../src/gen/google/rpc/status_pb.js";
-import { createGrpcServer, type GrpcServer, type UnaryCodec } from "../../src/server/grpc-server.js";
+import { createGrpcServer, type GrpcServer } from "../../src/server/grpc-server.js";
 import { createHealthRegistry } from "../../src/server/health.js";
 import { rawClient, rawUnary, recordingLogger as serverLogger } from "../server/support.js";
 import { envoyRequest, GOOD_KEY, NOW_MS, recordingLogger, ROUTES, scriptedCheck } from "../envoy/support.js";
@@ -771,6 +771,22 @@ describe("encoding Envoy CheckResponses", () => {
     expect(allowed).toBeLessThan(3_000);
   });
 
+  it("writes 5,000 generated answers straight to the bytes of the message toCheckResponse builds", () => {
+    const r = random(4242);
+    for (let i = 0; i < 5_000; i++) {
+      const answer = randomAnswer(r);
+      const bytes = encodeEnvoyAnswer(answer);
+      if (bytes === undefined) throw new Error("expected the direct encoding, got undefined");
+      expect(hex(bytes)).toBe(hex(toBinary(CheckResponseSchema, referenceResponse(answer))));
+    }
+  });
+
+  it("leaves an answer whose status is not an int32 to the message encoding", () => {
+    const answer: DenyAnswer = { allow: false, status: 2 ** 40, grpcCode: 7, reason: "NO_ROUTE", message: "m", decisionId: "", headers: [], body: "{}" };
+    expect(encodeEnvoyAnswer(answer)).toBeUndefined();
+    expect(encodeEnvoyAnswer({ ...answer, status: 403 })).toBeDefined();
+  });
+
   it("encodes 5,000 generated messages of the covered shapes byte for byte as toBinary does", () => {
     const r = random(7);
     for (let i = 0; i < 5_000; i++) {
@@ -844,33 +860,34 @@ describe("encoding Envoy CheckResponses", () => {
 // On the gRPC port
 // ---------------------------------------------------------------------------------------------
 
-describe("EXT_AUTHZ_CODEC on the gRPC port", () => {
+describe("the ext_authz raw handler on the gRPC port", () => {
   let plainServer: GrpcServer;
   let codecServer: GrpcServer;
   let plainClient: grpc.Client;
   let codecClient: grpc.Client;
 
-  async function start(codecs?: ReadonlyMap<string, UnaryCodec>): Promise<[GrpcServer, grpc.Client]> {
-    const binding = createAuthorizationBinding({
+  /** The binding through protobuf-es, or (raw) the binding replaced by createExtAuthzGrpcHandler as app.ts mounts it. */
+  async function start(raw: boolean): Promise<[GrpcServer, grpc.Client]> {
+    const deps: AuthzDeps = {
       check: scriptedCheck(),
       routes: ROUTES,
       logger: recordingLogger(),
       now: () => NOW_MS,
       options: { removeCredentialHeader: true },
-    });
+    };
     const server = createGrpcServer({
-      bindings: [binding],
+      bindings: [createAuthorizationBinding(deps)],
       health: createHealthRegistry("SERVING"),
       reflectionFiles: [file_envoy_service_auth_v3_external_auth],
       logger: serverLogger(),
-      ...(codecs === undefined ? {} : { codecs }),
+      ...(raw ? { rawUnary: new Map([[EXT_AUTHZ_CHECK_PATH, createExtAuthzGrpcHandler(deps)]]) } : {}),
     });
     return [server, rawClient(await server.listen("127.0.0.1", 0))];
   }
 
   beforeAll(async () => {
-    [plainServer, plainClient] = await start();
-    [codecServer, codecClient] = await start(new Map([[EXT_AUTHZ_CHECK_PATH, EXT_AUTHZ_CODEC]]));
+    [plainServer, plainClient] = await start(false);
+    [codecServer, codecClient] = await start(true);
   });
 
   afterAll(async () => {
