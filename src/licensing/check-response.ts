@@ -2,8 +2,7 @@
  * Builds CheckResponses from decisions. The one place that knows how limits, times and cache
  * lifetimes appear on the wire.
  */
-import { create } from "@bufbuild/protobuf";
-import { DurationSchema, timestampFromMs, type Duration } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { Decision as WireDecision, type CheckResponse } from "../gen/licensing/v1/licensing_pb.js";
 import type { LimitStatus, Verdict } from "./decide.js";
 import { newDecisionId } from "./decision-id.js";
@@ -20,9 +19,17 @@ export interface ResponseInput {
   readonly depletesAtMs?: number | undefined;
 }
 
+/** A Duration of `ms` rounded up to whole milliseconds, at least 0. */
 export function durationOfMs(ms: number): Duration {
   const whole = Math.max(0, Math.ceil(ms));
-  return create(DurationSchema, { seconds: BigInt(Math.floor(whole / 1000)), nanos: (whole % 1000) * 1_000_000 });
+  // Literals as create() makes them, without its reflection: quota answers carry two or three.
+  return { $typeName: "google.protobuf.Duration", seconds: BigInt(Math.floor(whole / 1000)), nanos: (whole % 1000) * 1_000_000 };
+}
+
+/** What timestampFromMs (@bufbuild/protobuf/wkt) returns, as a literal: nanos from 0, before 1970 too. */
+export function timestampOfMs(ms: number): Timestamp {
+  const seconds = Math.floor(ms / 1000);
+  return { $typeName: "google.protobuf.Timestamp", seconds: BigInt(seconds), nanos: (ms - seconds * 1000) * 1_000_000 };
 }
 
 /**
@@ -73,9 +80,9 @@ export function createResponseBuilder(cacheTtlMs: number): (input: ResponseInput
     if (status !== undefined) {
       response.limit = BigInt(status.limit);
       response.remaining = BigInt(status.remaining);
-      if (status.resetsAtMs !== null) response.resetsAt = timestampFromMs(status.resetsAtMs);
+      if (status.resetsAtMs !== null) response.resetsAt = timestampOfMs(status.resetsAtMs);
       if (!verdict.allow && status.retryAtMs !== null) response.retryAfter = durationOfMs(status.retryAtMs - input.nowMs);
-      if (input.depletesAtMs !== undefined) response.depletesAt = timestampFromMs(input.depletesAtMs);
+      if (input.depletesAtMs !== undefined) response.depletesAt = timestampOfMs(input.depletesAtMs);
     }
     return response;
   };
