@@ -12,14 +12,27 @@ export interface MachineInfo {
   readonly kernel: string;
   readonly node: string;
   readonly h2load: string;
+  /**
+   * The code measured: `git rev-parse --short HEAD` of the repository, with a note when tracked
+   * files had uncommitted changes. Absent in results written before it was recorded.
+   */
+  readonly commit?: string;
 }
 
-function commandOutput(command: string, args: readonly string[]): string {
+function commandOutput(command: string, args: readonly string[], cwd?: string): string {
   try {
-    return execFileSync(command, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
+    return execFileSync(command, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], ...(cwd === undefined ? {} : { cwd }) }).trim();
   } catch {
     return `(${command} not available)`;
   }
+}
+
+/** The commit checked out in `root`, and whether tracked files differ from it. */
+export function codeCommit(root: string): string {
+  const head = commandOutput("git", ["rev-parse", "--short", "HEAD"], root);
+  if (head.startsWith("(")) return "(not a git checkout)";
+  const changes = commandOutput("git", ["status", "--porcelain", "--untracked-files=no"], root);
+  return changes === "" ? head : `${head} with uncommitted changes`;
 }
 
 function cpuModel(): string {
@@ -31,8 +44,9 @@ function cpuModel(): string {
   }
 }
 
-export function machineInfo(h2load: string, now: Date): MachineInfo {
+export function machineInfo(h2load: string, now: Date, root: string): MachineInfo {
   return {
+    commit: codeCommit(root),
     date: now.toISOString(),
     nproc: availableParallelism(),
     cpuModel: cpuModel(),

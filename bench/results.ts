@@ -253,6 +253,7 @@ export function renderResults(r: BenchResults): string {
     "## Machine",
     "",
     `- date: ${m.date}`,
+    ...(m.commit === undefined ? [] : [`- code: ${m.commit}`]),
     `- CPU: ${m.cpuModel}, nproc ${m.nproc}`,
     `- kernel ${m.kernel}, Node ${m.node}, ${m.h2load}`,
     `- database: ${r.database}`,

@@ -710,7 +710,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
     }
     const workload = `${options.licences} licences (one account each) on one plan (boolean ${FEATURES.boolean}, quota ${FEATURES.quota} 10^12/month, rate ${FEATURES.rate} 10^7/s, capacity ${FEATURES.capacity}) and ${options.keys} API keys, applied with \`licensing apply\`.`;
     return {
-      machine: machineInfo(options.h2load, new Date(started)),
+      machine: machineInfo(options.h2load, new Date(started), ROOT),
       mode: options.mode,
       database: db.describe,
       placement: place.text,

@@ -3,13 +3,16 @@
  * it counts on the PostgreSQL wire, how it summarizes a CPU profile, and that the ghz configs
  * still describe real methods and messages.
  */
-import { readdirSync, readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createRegistry, fromBinary, fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { file_envoy_service_auth_v3_external_auth } from "../../src/gen/envoy/service/auth/v3/external_auth_pb.js";
 import { CheckRequestSchema, file_licensing_v1_licensing } from "../../src/gen/licensing/v1/licensing_pb.js";
 import { h2loadArgs, parseH2loadOutput } from "../../bench/h2load.js";
+import { codeCommit } from "../../bench/machine.js";
 import { FrontendStreamParser } from "../../bench/pg-counter.js";
 import { FULL_RUN_PARTS, parseOptions } from "../../bench/run.js";
 import { summarizeProfile, type CpuProfile } from "../../bench/profile-summary.js";
@@ -159,6 +162,27 @@ describe("profile summary", () => {
       ["(garbage collector)", 1, 33],
     ]);
     expect(summary.functions[0]?.name).toBe("respond (node:internal/http2/core:11)");
+  });
+});
+
+describe("the code measured", () => {
+  it("names the commit, says when tracked files were changed, and says when there is no checkout", () => {
+    const dir = mkdtempSync(join(tmpdir(), "bench-commit-"));
+    try {
+      expect(codeCommit(dir)).toBe("(not a git checkout)");
+      const git = (...args: string[]) => execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@example.com", ...args], { cwd: dir, stdio: "pipe" }).toString().trim();
+      git("init", "-q");
+      writeFileSync(join(dir, "a.txt"), "1");
+      git("add", "a.txt");
+      git("commit", "-qm", "first");
+      const head = git("rev-parse", "--short", "HEAD");
+      writeFileSync(join(dir, "untracked.txt"), "x");
+      expect(codeCommit(dir)).toBe(head);
+      writeFileSync(join(dir, "a.txt"), "2");
+      expect(codeCommit(dir)).toBe(`${head} with uncommitted changes`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
