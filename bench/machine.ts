@@ -44,9 +44,10 @@ function cpuModel(): string {
   }
 }
 
-export function machineInfo(h2load: string, now: Date, root: string): MachineInfo {
+/** `commit` is codeCommit() as read when the run started. */
+export function machineInfo(h2load: string, now: Date, commit: string): MachineInfo {
   return {
-    commit: codeCommit(root),
+    commit,
     date: now.toISOString(),
     nproc: availableParallelism(),
     cpuModel: cpuModel(),

@@ -21,7 +21,7 @@ import { parseArgs } from "node:util";
 import pg from "pg";
 import { isImplemented, PATHS, ProbeClient, sampleMix, type SampledBody } from "./grpc-probe.js";
 import { runLoad, type LoadBound, type LoadResult } from "./h2load.js";
-import { hasH2load, hasTaskset, machineInfo } from "./machine.js";
+import { codeCommit, hasH2load, hasTaskset, machineInfo } from "./machine.js";
 import { createRoundTripCounter, type RoundTripCounter } from "./pg-counter.js";
 import { childPids, repositoryRoot, startBare, startService, type ServerProcess } from "./processes.js";
 import { bucketShares, perRequestComparison, profileMarkdown, summarizeProfile, type CpuProfile, type ProfileSummary } from "./profile-summary.js";
@@ -610,6 +610,8 @@ async function profileBoth(ctx: Context, mix: Mix, load: string): Promise<{ mark
 
 export async function runBench(options: BenchOptions): Promise<BenchResults> {
   const started = Date.now();
+  // Read before measuring: what `npm run bench` just built, not what the tree holds by the end.
+  const commit = codeCommit(ROOT);
   if (!hasH2load(options.h2load)) throw new Error(`h2load not found ("${options.h2load}"): apt-get install nghttp2-client, or set H2LOAD`);
   const place = placement();
   const tmp = await mkdtemp(join(tmpdir(), "licensing-bench-"));
@@ -710,7 +712,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
     }
     const workload = `${options.licences} licences (one account each) on one plan (boolean ${FEATURES.boolean}, quota ${FEATURES.quota} 10^12/month, rate ${FEATURES.rate} 10^7/s, capacity ${FEATURES.capacity}) and ${options.keys} API keys, applied with \`licensing apply\`.`;
     return {
-      machine: machineInfo(options.h2load, new Date(started), ROOT),
+      machine: machineInfo(options.h2load, new Date(started), commit),
       mode: options.mode,
       database: db.describe,
       placement: place.text,
