@@ -253,7 +253,8 @@ export function createApp(options: AppOptions): App {
     const forecast = createForecast({
       halfLifeMs: config.scalingForecastHalfLifeMs,
       // Each replica sees its share of a quota's traffic; the cluster's rate is about N times it.
-      clusterFactor: () => Math.max(1, engine.stats().liveReplicas),
+      // Read on every quota Check (depletes_at): the count itself, not a copy of every stat.
+      clusterFactor: engine.liveReplicas,
     });
     const scaler = createCapacityScaler({ db, now, currency: config.currency, logger: scalingLog, forecast });
     autoScaler = createAutoScaler({ db, scaler, forecast, now, logger: scalingLog, intervalMs: config.scalingAutoIntervalMs });

@@ -22,6 +22,7 @@ describe.each(testBackends())("quota exactness across replicas on %s", (backend)
     await Promise.all(engines.map((e) => e.start()));
     await Promise.all(engines.map((e) => e.heartbeat()));
     expect(engines.map((e) => e.stats().liveReplicas)).toEqual([3, 3, 3]);
+    expect(engines.map((e) => e.liveReplicas())).toEqual([3, 3, 3]);
 
     const attempts = 50_000;
     const workersPerEngine = 4;

@@ -39,6 +39,8 @@ export interface CountersEngine extends Counters {
   stop(): Promise<void>;
   /** A snapshot of the counters, for metrics. */
   stats(): EngineStats;
+  /** Live replicas at the last heartbeat, this one included (at least 1). Cheap: for every Check. */
+  liveReplicas(): number;
   /** Runs the background passes due at the injected clock's now (the timer calls this too). */
   tick(): Promise<void>;
   /** Runs the settle pass now. Rejects when Postgres failed (nothing is lost; it is kept for the next pass). */
@@ -204,6 +206,7 @@ export function createCounters(engineOptions: EngineOptions): CountersEngine {
     start,
     stop,
     stats: () => ({ ...stats }),
+    liveReplicas: registry.live,
     tick: loop.tick,
     flush: () => settlePass(options.now()),
     heartbeat: heartbeatPass,
