@@ -12,7 +12,7 @@
  * to be unreachable, the entitlement's failure mode answers instead.
  */
 import { Reason } from "../gen/licensing/v1/licensing_pb.js";
-import type { Consumption, CounterReader } from "./counters.js";
+import type { Consumption, CounterReader, QuotaView } from "./counters.js";
 import type { ApiKeyRecord, EntitlementRule, LicenseSnapshot } from "./snapshot.js";
 
 export interface DecisionRequest {
@@ -194,8 +194,16 @@ function checkLimits(
       (needs ??= []).push(result.need);
       continue;
     }
-    if (result.consumption !== undefined) (consumption ??= []).push(result.consumption);
-    if (result.failOpen !== undefined) (failOpen ??= []).push(result.failOpen);
+    // [x] rather than []+push: an empty array grows to 16 slots on its first push, and a
+    // Check consumes from one or two limits.
+    if (result.consumption !== undefined) {
+      if (consumption === undefined) consumption = [result.consumption];
+      else consumption.push(result.consumption);
+    }
+    if (result.failOpen !== undefined) {
+      if (failOpen === undefined) failOpen = [result.failOpen];
+      else failOpen.push(result.failOpen);
+    }
     if (result.status !== undefined && (tightest === undefined || result.status.remaining < tightest.remaining)) {
       tightest = result.status;
     }
@@ -247,38 +255,36 @@ function checkRate(rule: EntitlementRule, limitContext: LimitContext): LimitResu
 function checkQuota(rule: EntitlementRule, limitContext: LimitContext): LimitResult {
   const { licenseId, request, counters, nowMs, consuming } = limitContext;
   const view = counters.quota(licenseId, rule, nowMs);
-  const limit = rule.limit ?? 0;
-  const statusAfter = (spent: number): LimitStatus => ({
-    limit,
-    remaining: Math.max(0, view.remaining - spent),
-    resetsAtMs: view.resetsAtMs,
-    retryAtMs: null,
-  });
   if (!consuming) {
     // Asking without consuming: answer from what is known, never lease.
     const wanted = Math.max(request.quantity, 1);
     const available = view.localAvailable >= wanted || (!view.exhausted && view.remaining >= wanted);
-    if (available || rule.overage === "allow_and_bill") return { pass: true, status: statusAfter(0) };
+    if (available || rule.overage === "allow_and_bill") return { pass: true, status: quotaStatusAfter(rule, view, 0) };
     return { pass: false, decision: quotaExhausted(rule, view.remaining, view.resetsAtMs) };
   }
   const quantity = request.quantity;
   if (view.localAvailable >= quantity) {
-    return { pass: true, consumption: { kind: "quota", rule, quantity, overage: 0 }, status: statusAfter(quantity) };
+    return { pass: true, consumption: { kind: "quota", rule, quantity, overage: 0 }, status: quotaStatusAfter(rule, view, quantity) };
   }
   if (!view.exhausted) {
     if (request.postgres !== "unreachable") return { pass: "need", need: { kind: "quota", rule, quantity } };
     if (rule.failureMode === "fail_closed") return { pass: false, decision: backendUnavailable(rule) };
     const fromLease = view.localAvailable;
-    const status = statusAfter(quantity);
+    const status = quotaStatusAfter(rule, view, quantity);
     return fromLease > 0
       ? { pass: true, consumption: { kind: "quota", rule, quantity: fromLease, overage: 0 }, failOpen: { rule, quantity: quantity - fromLease }, status }
       : { pass: true, failOpen: { rule, quantity }, status };
   }
   if (rule.overage === "allow_and_bill") {
     const fromLease = view.localAvailable;
-    return { pass: true, consumption: { kind: "quota", rule, quantity, overage: quantity - fromLease }, status: statusAfter(quantity) };
+    return { pass: true, consumption: { kind: "quota", rule, quantity, overage: quantity - fromLease }, status: quotaStatusAfter(rule, view, quantity) };
   }
   return { pass: false, decision: quotaExhausted(rule, view.remaining, view.resetsAtMs) };
+}
+
+/** Where a quota stands once `spent` units of this decision are taken (a function, not a closure per Check). */
+function quotaStatusAfter(rule: EntitlementRule, view: QuotaView, spent: number): LimitStatus {
+  return { limit: rule.limit ?? 0, remaining: Math.max(0, view.remaining - spent), resetsAtMs: view.resetsAtMs, retryAtMs: null };
 }
 
 function quotaExhausted(rule: EntitlementRule, remaining: number, resetsAtMs: number | null): Decision {
