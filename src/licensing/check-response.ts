@@ -33,6 +33,23 @@ export function timestampOfMs(ms: number): Timestamp {
 }
 
 /**
+ * `f` with a one-entry memory of its last argument. Answers on one replica repeat the same
+ * policy version, limit and period end over and over; remembering the last one saves a BigInt
+ * (and a Timestamp) per Check. Only for results nobody mutates: BigInts, frozen messages.
+ */
+function lastOne<T>(f: (n: number) => T): (n: number) => T {
+  let lastIn = Number.NaN;
+  let lastOut: T | undefined;
+  return (n) => {
+    if (n !== lastIn || lastOut === undefined) {
+      lastOut = f(n);
+      lastIn = n;
+    }
+    return lastOut;
+  };
+}
+
+/**
  * Returns a builder with the configured reuse lifetime. cache_ttl is 0 for answers that
  * consumed or that report a moving limit (a dry run of a quota), the configured TTL for
  * answers that depend only on the licence (boolean features, not entitled, suspended), and
@@ -41,6 +58,10 @@ export function timestampOfMs(ms: number): Timestamp {
 export function createResponseBuilder(cacheTtlMs: number): (input: ResponseInput) => CheckResponse {
   const reusable = durationOfMs(cacheTtlMs);
   const never = durationOfMs(0);
+  const policyVersionOf = lastOne(BigInt);
+  const limitOf = lastOne(BigInt);
+  // Frozen: the one Timestamp is shared by every answer of the period (nothing writes to it).
+  const resetsAtOf = lastOne((ms) => Object.freeze(timestampOfMs(ms)));
 
   function cacheTtl(input: ResponseInput): Duration {
     if (input.consumed) return never;
@@ -75,12 +96,12 @@ export function createResponseBuilder(cacheTtlMs: number): (input: ResponseInput
       response.licenseId = snapshot.licenseId;
       response.plan = snapshot.plan;
       response.accountId = snapshot.accountId;
-      response.policyVersion = BigInt(snapshot.version);
+      response.policyVersion = policyVersionOf(snapshot.version);
     }
     if (status !== undefined) {
-      response.limit = BigInt(status.limit);
+      response.limit = limitOf(status.limit);
       response.remaining = BigInt(status.remaining);
-      if (status.resetsAtMs !== null) response.resetsAt = timestampOfMs(status.resetsAtMs);
+      if (status.resetsAtMs !== null) response.resetsAt = resetsAtOf(status.resetsAtMs);
       if (!verdict.allow && status.retryAtMs !== null) response.retryAfter = durationOfMs(status.retryAtMs - input.nowMs);
       if (input.depletesAtMs !== undefined) response.depletesAt = timestampOfMs(input.depletesAtMs);
     }
