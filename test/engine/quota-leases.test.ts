@@ -70,6 +70,25 @@ describe.each(testBackends())("quota leases on %s", (backend) => {
     expect(a.stats().leasesTaken).toBe(1);
   });
 
+  it("a burst of Checks on a cold quota is served by a few round trips, not a chain of small blocks", async () => {
+    const rule = quotaRule(1_000_000);
+    const a = engine("a");
+    await a.start();
+    // Each Check as the handler runs it: decide again after every refill until it has its unit.
+    const checkUntilAllowed = async (): Promise<number> => {
+      for (let round = 1; round <= 100; round += 1) {
+        if (await checkQuota(a, LICENSE, rule, clock.ms)) return round;
+      }
+      throw new Error("no unit after 100 rounds");
+    };
+    const rounds = await Promise.all(Array.from({ length: 64 }, checkUntilAllowed));
+    expect(a.stats().unitsLeased).toBeGreaterThanOrEqual(64);
+    // The statement is sized as it goes out, with every waiting Check's unit in it: one round
+    // trip here (a chain of small blocks took 4, and Checks up to 4 rounds each, before).
+    expect(a.stats().leasesTaken).toBeLessThanOrEqual(2);
+    expect(Math.max(...rounds)).toBeLessThanOrEqual(2);
+  });
+
   it("the last units are shared: a replica leases at most a fair share of what is left", async () => {
     const rule = quotaRule(100);
     const a = engine("a", { minBlock: 1000, maxBlock: 1000 });

@@ -11,7 +11,8 @@
  * window when that is higher, so a burst ramps up within a few leases), clamped to
  * [minBlock, maxBlock], and at most free / (2 × live replicas) so the last units are shared. A
  * refill starts in the background when local units fall below half of the last block
- * (pre-warming), so in steady state no Check waits on Postgres.
+ * (pre-warming), so in steady state no Check waits on Postgres. When Checks do wait (a cold
+ * start, a new period), the statement asks for at least all their units, sized as it goes out.
  */
 import type { Kysely } from "kysely";
 import {
@@ -68,6 +69,12 @@ export class QuotaState implements QuotaView {
   /** Size of the last block asked for; pre-warming refills below half of it. */
   lastBlock = 0;
   inflight: Promise<void> | null = null;
+  /**
+   * Units wanted by Checks waiting on a refill right now. The lease statement asks for at least
+   * this much (less what is local), so a burst of waiters on a cold quota is served by one or two
+   * round trips rather than a chain of small blocks.
+   */
+  waiting = 0;
   /** Start of the last lease round trip, epoch ms: paces rechecks of an exhausted quota. */
   lastLeaseMs = Number.NEGATIVE_INFINITY;
   /** When a round trip last failed, epoch ms, and why (for the cooldown). */
@@ -275,14 +282,19 @@ export function createQuotaLeases(deps: QuotaLeasesDeps): QuotaLeases {
    * one more. The caller decides again with the view it gets (which may still be short).
    */
   async function refillUntil(state: QuotaState, quantity: number): Promise<QuotaView> {
-    for (let round = 0; round < 2 && state.localAvailable < quantity; round += 1) {
-      if (state.inflight !== null) {
-        await state.inflight;
-        continue;
+    state.waiting += quantity;
+    try {
+      for (let round = 0; round < 2 && state.localAvailable < quantity; round += 1) {
+        if (state.inflight !== null) {
+          await state.inflight;
+          continue;
+        }
+        const nowMs = options.now();
+        if (state.exhausted && nowMs - state.lastLeaseMs < options.exhaustedRecheckMs) break;
+        await startLease(state, quantity - state.localAvailable, nowMs);
       }
-      const nowMs = options.now();
-      if (state.exhausted && nowMs - state.lastLeaseMs < options.exhaustedRecheckMs) break;
-      await startLease(state, quantity - state.localAvailable, nowMs);
+    } finally {
+      state.waiting -= quantity;
     }
     return state;
   }
@@ -315,9 +327,13 @@ export function createQuotaLeases(deps: QuotaLeasesDeps): QuotaLeases {
     return pending;
   }
 
-  async function lease(state: QuotaState, request: LeaseRequest): Promise<void> {
+  async function lease(state: QuotaState, planned: LeaseRequest): Promise<void> {
     await deps.ready();
+    let request = planned;
     const grant = await deps.serial.run(async () => {
+      // Sized as the statement goes out: Checks that queued up since the round trip was planned
+      // (a cold start, a new period) want units too, and would otherwise each wait for one more.
+      request = withWaitingDemand(state, planned);
       if (!state.counterKnown || state.periodStartMs !== request.periodStartMs) {
         await ensureQuotaCounter(deps.db, request);
       }
@@ -345,6 +361,12 @@ export function createQuotaLeases(deps: QuotaLeasesDeps): QuotaLeases {
     state.remaining = Math.max(0, state.free) + state.localAvailable;
     state.exhausted = state.free <= 0;
     state.lastBlock = request.amount;
+  }
+
+  /** The planned lease, asking for every waiting Check's units when that is more. */
+  function withWaitingDemand(state: QuotaState, planned: LeaseRequest): LeaseRequest {
+    const short = state.waiting - state.localAvailable;
+    return short > planned.amount ? { ...planned, amount: short } : planned;
   }
 
   /**
