@@ -16,6 +16,7 @@
  * memory, not yet settled into the row) is the shortfall, returned to the caller to retry later.
  */
 import { sql, type Kysely } from "kysely";
+import { iso } from "../store/iso-time.js";
 import type { Database } from "../store/schema.js";
 
 /** One counter's change. */
@@ -118,9 +119,4 @@ export async function applyQuotaDeltas(db: Kysely<Database>, deltas: readonly Qu
 
 function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/** Epoch ms as an ISO-8601 UTC string for a ::timestamptz cast (both drivers bind it alike). */
-export function iso(ms: number): string {
-  return new Date(ms).toISOString();
 }

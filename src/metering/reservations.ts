@@ -24,8 +24,9 @@
 import { sql, type Kysely } from "kysely";
 import { periodStartMs } from "../licensing/engine/period.js";
 import type { LicenseSnapshot } from "../licensing/snapshot.js";
+import { iso } from "../store/iso-time.js";
 import type { Database } from "../store/schema.js";
-import { applyQuotaDeltas, iso, type QuotaDelta, type Shortfall } from "./quota-deltas.js";
+import { applyQuotaDeltas, type QuotaDelta, type Shortfall } from "./quota-deltas.js";
 
 /** The quota counter a usage moves. */
 export interface QuotaTarget {

@@ -9,8 +9,9 @@
  * quota counters or settle reservations.
  */
 import { sql, type Kysely } from "kysely";
+import { iso } from "../store/iso-time.js";
 import type { Database } from "../store/schema.js";
-import { applyQuotaDeltas, iso, type QuotaDelta } from "./quota-deltas.js";
+import { applyQuotaDeltas, type QuotaDelta } from "./quota-deltas.js";
 import { storeSettlements, type QuotaTarget, type Settlement } from "./reservations.js";
 
 /**

@@ -12,6 +12,7 @@
  * Times are passed as epoch ms and sent as ISO strings (UTC), so both drivers bind them alike.
  */
 import { sql, type Kysely } from "kysely";
+import { iso } from "./iso-time.js";
 import type { Database } from "./schema.js";
 
 /** One quota counter row: a licence's feature in one period. */
@@ -349,7 +350,3 @@ export async function renewSeatLeases(
   }));
 }
 
-/** Epoch ms as an ISO-8601 UTC string, which both drivers bind as text for a ::timestamptz cast. */
-export function iso(ms: number): string {
-  return new Date(ms).toISOString();
-}

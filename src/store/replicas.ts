@@ -8,7 +8,7 @@
  * lease and its replica have lapsed.
  */
 import { sql, type Kysely, type RawBuilder } from "kysely";
-import { iso } from "./leases.js";
+import { iso } from "./iso-time.js";
 import type { Database } from "./schema.js";
 
 export interface RegisterResult {
