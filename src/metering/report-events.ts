@@ -51,11 +51,13 @@ export function prepareEvent(
   const field = (name: string, message: string): EventOutcome => ({ rejected: `events[${index}].${name}: ${message}` });
   if (event.id === "") return field("id", "is required");
   if (event.id.length > MAX_EVENT_ID_LENGTH) return field("id", `must be at most ${MAX_EVENT_ID_LENGTH} characters`);
+  if (!storable(event.id)) return field("id", NOT_STORABLE);
   if (event.credential.case === undefined) return field("credential", "one of api_key, bearer_token, license_token or license_id is required");
   if (event.feature === "") return field("feature", "is required");
   if (event.quantity < 0n) return field("quantity", "must be at least 0");
   if (event.quantity > MAX_QUANTITY) return field("quantity", `must be at most ${Number.MAX_SAFE_INTEGER}`);
   if (event.operationId.length > MAX_OPERATION_ID_LENGTH) return field("operation_id", `must be at most ${MAX_OPERATION_ID_LENGTH} characters`);
+  if (!storable(event.operationId)) return field("operation_id", NOT_STORABLE);
   const attributesProblem = checkAttributes(event.attributes);
   if (attributesProblem !== undefined) return field("attributes", attributesProblem);
   const occurredAtMs = event.occurredAt === undefined ? nowMs : timestampMs(event.occurredAt);
@@ -130,7 +132,22 @@ function checkAttributes(attributes: Readonly<Record<string, string>>): string |
   if (keys.length > MAX_ATTRIBUTES) return `at most ${MAX_ATTRIBUTES} entries`;
   for (const key of keys) {
     if (key.length > MAX_ATTRIBUTE_KEY_LENGTH) return `keys must be at most ${MAX_ATTRIBUTE_KEY_LENGTH} characters`;
-    if ((attributes[key] ?? "").length > MAX_ATTRIBUTE_VALUE_LENGTH) return `values must be at most ${MAX_ATTRIBUTE_VALUE_LENGTH} characters`;
+    const value = attributes[key] ?? "";
+    if (value.length > MAX_ATTRIBUTE_VALUE_LENGTH) return `values must be at most ${MAX_ATTRIBUTE_VALUE_LENGTH} characters`;
+    if (!storable(key)) return `keys ${NOT_STORABLE}`;
+    if (!storable(value)) return `values ${NOT_STORABLE}`;
   }
   return undefined;
+}
+
+const NOT_STORABLE = "must not contain U+0000 or an unpaired surrogate";
+
+/**
+ * Whether PostgreSQL can hold the text as it is: text and jsonb refuse U+0000, and an unpaired
+ * surrogate has no UTF-8 form (it would be stored as U+FFFD, so two different event ids could
+ * become one). Refusing such an event names the field; letting it through would fail its whole
+ * batch at the database, over and over, as if the database were down.
+ */
+function storable(text: string): boolean {
+  return text.isWellFormed() && !text.includes("\u0000");
 }

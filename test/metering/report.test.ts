@@ -95,6 +95,34 @@ describe.each(testBackends())("Report on %s", (backend) => {
     expect(answer.duplicates).toBe(1);
   });
 
+  it("rejects text PostgreSQL cannot hold (U+0000, an unpaired surrogate) naming the field, and stores the rest", async () => {
+    const event = (id: string, extra: Partial<{ operationId: string; attributes: Record<string, string> }> = {}) => ({
+      ...usageEvent({ id, licenseId: "lic-a", feature: "export" }),
+      ...extra,
+    });
+    const request = create(ReportRequestSchema, {
+      events: [
+        event("nul\u0000id"),
+        event("half\ud800id"),
+        event("s-op", { operationId: "op\u0000" }),
+        event("s-attr-value", { attributes: { model: "x\u0000y" } }),
+        event("s-attr-key", { attributes: { "k\udc00": "v" } }),
+        event("s-ok", { attributes: { note: "tab\there, emoji \u{1F600}, control \u0001" } }),
+      ],
+    });
+    const answer = await metering.report(request, CONTEXT);
+    expect(answer.rejected.map((r) => [r.index, r.reason])).toEqual([
+      [0, "events[0].id: must not contain U+0000 or an unpaired surrogate"],
+      [1, "events[1].id: must not contain U+0000 or an unpaired surrogate"],
+      [2, "events[2].operation_id: must not contain U+0000 or an unpaired surrogate"],
+      [3, "events[3].attributes: values must not contain U+0000 or an unpaired surrogate"],
+      [4, "events[4].attributes: keys must not contain U+0000 or an unpaired surrogate"],
+    ]);
+    expect(answer.accepted).toBe(1);
+    const { rows } = await sql<{ attributes: unknown }>`select attributes from usage_events where id = 's-ok'`.execute(store.db);
+    expect(rows[0]?.attributes).toEqual({ note: "tab\there, emoji \u{1F600}, control \u0001" });
+  });
+
   it("rejects a license_id credential without a service token, per event", async () => {
     const request = create(ReportRequestSchema, { events: [usageEvent({ id: "no-token", licenseId: "lic-a", feature: "export" })] });
     const answer = await metering.report(request, { ...CONTEXT, header: () => undefined });

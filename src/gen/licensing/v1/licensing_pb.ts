@@ -268,7 +268,8 @@ export const ReportRequestSchema: GenMessage<ReportRequest> = /*@__PURE__*/
 export type UsageEvent = Message<"licensing.v1.UsageEvent"> & {
   /**
    * Idempotency key, unique per event forever: a retried event with the same id is counted as a
-   * duplicate and billed once. Required; at most 128 characters.
+   * duplicate and billed once. Required; at most 128 characters; no U+0000 and no unpaired
+   * surrogate (PostgreSQL cannot store them), as for operation_id and attributes.
    *
    * @generated from field: string id = 1;
    */
