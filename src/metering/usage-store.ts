@@ -96,18 +96,23 @@ async function write(db: Kysely<Database>, events: readonly PreparedEvent[], opt
 }
 
 /**
- * Claims the ids and inserts the events whose id this statement claimed, in one statement
- * (unnest of arrays: one round trip, one plan, whatever the batch size). Resolves the claimed ids.
+ * Claims the ids and inserts the events whose id this statement claimed, in one statement with
+ * one parameter (one round trip, one plan, whatever the batch size). Resolves the claimed ids.
+ *
+ * The batch travels as a JSON array of rows, each an array in `input`'s column order: one
+ * JSON.stringify, where eight array parameters cost pg an escaped array literal per column
+ * (about 8% of the ingest path's CPU). Report validation keeps U+0000 and unpaired surrogates,
+ * which jsonb refuses, out of every string here.
  */
 async function claimAndInsert(db: Kysely<Database>, events: readonly PreparedEvent[]): Promise<Set<string>> {
+  const batch = JSON.stringify(
+    events.map((e) => [e.id, e.licenseId, e.feature, e.quantity, iso(e.occurredAtMs), iso(e.receivedAtMs), e.attributes, e.operationId]),
+  );
   const { rows } = await sql<{ id: string }>`
     with input as (
-      select * from unnest(
-        ${events.map((e) => e.id)}::text[], ${events.map((e) => e.licenseId)}::text[],
-        ${events.map((e) => e.feature)}::text[], ${events.map((e) => e.quantity)}::int8[],
-        ${events.map((e) => iso(e.occurredAtMs))}::timestamptz[], ${events.map((e) => iso(e.receivedAtMs))}::timestamptz[],
-        ${events.map((e) => JSON.stringify(e.attributes))}::jsonb[], ${events.map((e) => e.operationId)}::text[]
-      ) as v(id, license_id, feature, quantity, occurred_at, received_at, attributes, operation_id)
+      select r->>0 as id, r->>1 as license_id, r->>2 as feature, (r->>3)::int8 as quantity,
+        (r->>4)::timestamptz as occurred_at, (r->>5)::timestamptz as received_at, r->6 as attributes, r->>7 as operation_id
+      from jsonb_array_elements(${batch}::jsonb) as r
     ),
     claimed as (
       insert into usage_event_ids (id, occurred_at)
