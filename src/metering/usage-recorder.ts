@@ -11,11 +11,15 @@
  *   a duplicate is learned on replay (counted in stats.replayDuplicates), not before.
  * - Any other database error is not spooled (replaying it would fail forever): it is thrown
  *   and the caller answers an error, so the client retries and nothing is acknowledged.
+ * - Batches that move quota counters are written through a group commit (./group-commit.ts):
+ *   two transactions in flight at most, the next carrying every such batch that arrived
+ *   while they ran.
  */
 import { sql, type Kysely } from "kysely";
 import type { Database } from "../store/schema.js";
+import { createGroupCommit } from "./group-commit.js";
 import { SpoolFullError, type Spool } from "./spool.js";
-import { insertUsageBatch, type BatchResult, type PreparedEvent } from "./usage-store.js";
+import { insertUsageBatch, insertUsageBatches, type BatchResult, type PreparedEvent } from "./usage-store.js";
 
 export interface RecorderLogger {
   info(obj: object, msg: string): void;
@@ -42,7 +46,18 @@ export interface RecorderStats {
   readonly eventsSpooled: number;
   readonly replayDuplicates: number;
   readonly replayFailures: number;
+  /** Group-commit transactions written for batches that move quota counters. */
+  readonly groupCommits: number;
+  /** Batches those transactions carried (÷ groupCommits = batches per transaction). */
+  readonly groupCommitBatches: number;
+  /** Groups that failed and were written again one batch at a time. */
+  readonly groupCommitSplits: number;
 }
+
+/** A group-commit transaction stops growing at this many events (ten full Report calls). */
+const GROUP_COMMIT_MAX_EVENTS = 10_000;
+/** Group-commit transactions in flight at once (see ./group-commit.ts for the measurements). */
+const GROUP_COMMIT_IN_FLIGHT = 2;
 
 export interface UsageRecorder {
   /** Makes the batch durable; rejects with SpoolFullError or a non-connectivity database error. */
@@ -67,8 +82,18 @@ export function createUsageRecorder(options: UsageRecorderOptions): UsageRecorde
   let databaseUp = true;
   const counts = { batchesWritten: 0, eventsAccepted: 0, eventsDuplicate: 0, batchesSpooled: 0, eventsSpooled: 0, replayDuplicates: 0, replayFailures: 0 };
 
+  const insertOptions = () => ({ reservationTtlMs: options.reservationTtlMs, nowMs: options.now() });
+  const grouped = createGroupCommit({
+    write: (batches) => insertUsageBatches(db, batches, insertOptions()),
+    isUnreachable,
+    maxEvents: GROUP_COMMIT_MAX_EVENTS,
+    maxInFlight: GROUP_COMMIT_IN_FLIGHT,
+    onSplit: (error, batches) =>
+      logger.warn({ err: describeError(error), batches }, "a group of usage batches failed together; writing each batch alone"),
+  });
+
   function write(events: readonly PreparedEvent[]): Promise<BatchResult> {
-    const insert = insertUsageBatch(db, events, { reservationTtlMs: options.reservationTtlMs, nowMs: options.now() });
+    const insert = events.some((e) => e.quota !== null) ? grouped.write(events) : insertUsageBatch(db, events, insertOptions());
     return withTimeout(insert, options.writeTimeoutMs);
   }
 
@@ -135,7 +160,10 @@ export function createUsageRecorder(options: UsageRecorderOptions): UsageRecorde
   return {
     record,
     replay,
-    stats: () => ({ databaseUp, ...counts }),
+    stats: () => {
+      const group = grouped.stats();
+      return { databaseUp, ...counts, groupCommits: group.groups, groupCommitBatches: group.batches, groupCommitSplits: group.splits };
+    },
   };
 }
 

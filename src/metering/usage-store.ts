@@ -61,21 +61,46 @@ export async function insertUsageBatch(
   events: readonly PreparedEvent[],
   options: InsertOptions,
 ): Promise<BatchResult> {
-  const unique = uniqueById(events);
-  const inBatchDuplicates = events.length - unique.length;
-  if (unique.length === 0) return { accepted: 0, duplicates: inBatchDuplicates };
+  const [result] = await insertUsageBatches(db, [events], options);
+  return result ?? { accepted: 0, duplicates: events.length };
+}
+
+/**
+ * Writes several batches in one transaction (group commit: the quota counters they share are
+ * locked and updated once, not once per batch) and resolves each batch's own result, in order.
+ * An id in two of the batches is accepted in the first and a duplicate in the second, exactly
+ * as if the batches had been written one after the other. All or nothing, like one batch.
+ */
+export async function insertUsageBatches(
+  db: Kysely<Database>,
+  batches: readonly (readonly PreparedEvent[])[],
+  options: InsertOptions,
+): Promise<BatchResult[]> {
+  // Each id's first occurrence in batch order is the event written; later ones are duplicates.
+  const written = new Map<string, PreparedEvent>();
+  for (const batch of batches) for (const e of batch) if (!written.has(e.id)) written.set(e.id, e);
+  const unique = [...written.values()].sort(byId);
+  const fresh = unique.length === 0 ? new Set<string>() : await writeRetryingDeadlocks(db, unique, options);
+  return batches.map((batch) => {
+    let accepted = 0;
+    for (const e of batch) if (written.get(e.id) === e && fresh.has(e.id)) accepted += 1;
+    return { accepted, duplicates: batch.length - accepted };
+  });
+}
+
+async function writeRetryingDeadlocks(db: Kysely<Database>, events: readonly PreparedEvent[], options: InsertOptions): Promise<Set<string>> {
   for (let attempt = 1; ; attempt += 1) {
     try {
-      const accepted = await write(db, unique, options);
-      return { accepted, duplicates: events.length - accepted };
+      return await write(db, events, options);
     } catch (error) {
       if (attempt >= MAX_ATTEMPTS || sqlState(error) !== DEADLOCK) throw error;
     }
   }
 }
 
-async function write(db: Kysely<Database>, events: readonly PreparedEvent[], options: InsertOptions): Promise<number> {
-  if (events.every((e) => e.quota === null)) return (await claimAndInsert(db, events)).size;
+/** Resolves the ids newly recorded. */
+async function write(db: Kysely<Database>, events: readonly PreparedEvent[], options: InsertOptions): Promise<Set<string>> {
+  if (events.every((e) => e.quota === null)) return claimAndInsert(db, events);
   return db.transaction().execute(async (trx) => {
     const fresh = await claimAndInsert(trx, events);
     const settlements: Settlement[] = [];
@@ -91,7 +116,7 @@ async function write(db: Kysely<Database>, events: readonly PreparedEvent[], opt
     // Lock order everywhere: event ids, then reservations, then counters (no deadlock cycles).
     await storeSettlements(trx, settlements, options.nowMs, options.reservationTtlMs);
     await applyQuotaDeltas(trx, deltas);
-    return fresh.size;
+    return fresh;
   });
 }
 
@@ -131,11 +156,9 @@ async function claimAndInsert(db: Kysely<Database>, events: readonly PreparedEve
   return new Set(rows.map((r) => r.id));
 }
 
-/** First occurrence of each id, sorted by id (a stable lock order for concurrent batches). */
-function uniqueById(events: readonly PreparedEvent[]): PreparedEvent[] {
-  const byId = new Map<string, PreparedEvent>();
-  for (const e of events) if (!byId.has(e.id)) byId.set(e.id, e);
-  return [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+/** Sorting by id gives concurrent batches a stable lock order. */
+function byId(a: PreparedEvent, b: PreparedEvent): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 }
 
 function sqlState(error: unknown): string | undefined {

@@ -176,4 +176,38 @@ describe.each(testBackends())("Report on %s", (backend) => {
     expect(await counter(store.db, "lic-a", "calls", Date.UTC(2026, 11, 1))).toEqual({ used: 3, overage: 0 });
     clock.ms = T0;
   });
+
+  it("concurrent Reports over many licences share group-commit transactions and count every event exactly once", async () => {
+    const licences = Array.from({ length: 12 }, (_, l) => `gc-lic-${l}`);
+    for (const id of licences) await seedLicence(store.db, id, [{ feature: "tokens", kind: "quota", limit: 1_000_000, period: "month", overage: "block" }]);
+    // Warm the licence caches, so the concurrent calls below reach the recorder together.
+    await report(metering, licences.map((licenseId) => ({ id: `gc-warm-${licenseId}`, licenseId, feature: "tokens", quantity: 1 })));
+    const before = metering.stats().recorder;
+    // 8 batches of 60 events over the 12 licences; batch 1 repeats 15 of batch 0's ids.
+    const batches = Array.from({ length: 8 }, (_, b) =>
+      Array.from({ length: 60 }, (_, i) => ({
+        id: b === 1 && i < 15 ? `gc-0-${i}` : `gc-${b}-${i}`,
+        licenseId: licences[i % licences.length] ?? "",
+        feature: "tokens",
+        quantity: b + 1,
+      })),
+    );
+    const answers = await Promise.all(batches.map((events) => report(metering, events)));
+    const after = metering.stats().recorder;
+
+    expect(answers.reduce((n, a) => n + a.accepted, 0)).toBe(8 * 60 - 15);
+    expect(answers.reduce((n, a) => n + a.duplicates, 0)).toBe(15);
+    for (const a of answers) expect(a.accepted + a.duplicates).toBe(60);
+    expect(await countEvents(store.db, sql`id like 'gc-%' and id not like 'gc-warm-%'`)).toBe(8 * 60 - 15);
+    // Each licence's counter holds the quantities of the events stored, once each.
+    const { rows } = await sql<{ license_id: string; used: number }>`
+      select e.license_id, (sum(e.quantity) + 1)::int8 as used from usage_events e
+      where e.id like 'gc-%' and e.id not like 'gc-warm-%' group by e.license_id`.execute(store.db);
+    expect(rows).toHaveLength(licences.length);
+    for (const row of rows) expect(await counter(store.db, row.license_id, "tokens", NOV)).toEqual({ used: row.used, overage: 0 });
+    // Fewer transactions than batches: the ones that arrived during a write went together.
+    expect(after.groupCommitBatches - before.groupCommitBatches).toBe(8);
+    expect(after.groupCommits - before.groupCommits).toBeLessThan(8);
+    expect(after.groupCommitSplits).toBe(before.groupCommitSplits);
+  });
 });
