@@ -166,6 +166,11 @@ interface BenchDatabase {
   readonly counter: RoundTripCounter | undefined;
   /** pg_stat_database.xact_commit of the bench database (PostgreSQL only). */
   xactCommits(): Promise<number | undefined>;
+  /**
+   * Finishes PostgreSQL's background work left by the scenarios before (flushes dirty buffers,
+   * vacuums the rows they wrote), so a comparison that needs both CPUs does not pay for it.
+   */
+  settle(): Promise<void>;
   drop(): Promise<void>;
 }
 
@@ -176,6 +181,7 @@ async function prepareDatabase(databaseUrl: string | undefined): Promise<BenchDa
       serviceEnv: {},
       counter: undefined,
       xactCommits: () => Promise.resolve(undefined),
+      settle: () => Promise.resolve(),
       drop: () => Promise.resolve(),
     };
   }
@@ -186,6 +192,7 @@ async function prepareDatabase(databaseUrl: string | undefined): Promise<BenchDa
   const version = (await admin.query<{ server_version: string }>("show server_version")).rows[0]?.server_version ?? "?";
   const direct = new URL(databaseUrl);
   direct.pathname = `/${name}`;
+  const directUrl = direct.toString();
   const counter = await createRoundTripCounter({ host: direct.hostname, port: Number(direct.port || "5432") });
   const proxied = new URL(direct);
   proxied.hostname = "127.0.0.1";
@@ -194,6 +201,16 @@ async function prepareDatabase(databaseUrl: string | undefined): Promise<BenchDa
     describe: `PostgreSQL ${version} (a fresh database ${name} on DATABASE_URL's server, reached through the bench's round-trip-counting proxy)`,
     serviceEnv: { DATABASE_URL: proxied.toString() },
     counter,
+    async settle() {
+      const direct = new pg.Client({ connectionString: directUrl });
+      await direct.connect();
+      try {
+        await direct.query("vacuum (analyze)");
+        await direct.query("checkpoint");
+      } finally {
+        await direct.end();
+      }
+    },
     async xactCommits() {
       const row = await admin.query<{ xact_commit: string }>("select xact_commit from pg_stat_database where datname = $1", [name]);
       const value = row.rows[0]?.xact_commit;
@@ -450,6 +467,7 @@ async function measureWorkers(ctx: Context, mix: Mix): Promise<WorkersResult | S
   }
   const cpus = Number(execFileSync("nproc", { encoding: "utf8" }).trim());
   if (cpus < 2) return { title, reason: "needs at least 2 CPUs" };
+  await ctx.db.settle().catch((error: unknown) => progress(`workers: could not settle PostgreSQL first (${(error as Error).message}); measuring anyway`));
   const second = await startService({ name: "service (WORKERS=2)", root: ROOT, env: { ...ctx.serviceEnv, WORKERS: "2" }, startTimeoutMs: 60_000 });
   try {
     const workers = (await childPids(second.pid)).length;
