@@ -164,6 +164,8 @@ interface BenchDatabase {
   /** Service environment: DATABASE_URL through the counting proxy, or nothing (embedded). */
   readonly serviceEnv: Readonly<Record<string, string>>;
   readonly counter: RoundTripCounter | undefined;
+  /** Service environment reaching the bench database without the proxy (PostgreSQL only). */
+  readonly directEnv: Readonly<Record<string, string>> | undefined;
   /** pg_stat_database.xact_commit of the bench database (PostgreSQL only). */
   xactCommits(): Promise<number | undefined>;
   /**
@@ -180,6 +182,7 @@ async function prepareDatabase(databaseUrl: string | undefined): Promise<BenchDa
       describe: "embedded PostgreSQL (PGlite) in a temporary DATA_DIR",
       serviceEnv: {},
       counter: undefined,
+      directEnv: undefined,
       xactCommits: () => Promise.resolve(undefined),
       settle: () => Promise.resolve(),
       drop: () => Promise.resolve(),
@@ -201,6 +204,7 @@ async function prepareDatabase(databaseUrl: string | undefined): Promise<BenchDa
     describe: `PostgreSQL ${version} (a fresh database ${name} on DATABASE_URL's server, reached through the bench's round-trip-counting proxy)`,
     serviceEnv: { DATABASE_URL: proxied.toString() },
     counter,
+    directEnv: { DATABASE_URL: directUrl },
     async settle() {
       const direct = new pg.Client({ connectionString: directUrl });
       await direct.connect();
@@ -454,50 +458,72 @@ async function measureStatements(ctx: Context, quota: Mix): Promise<StatementsRe
   };
 }
 
-function pin(pid: number, cpus: string): void {
-  // -a: every thread of the process (libuv's pool and V8's helpers too).
-  execFileSync("taskset", ["-a", "-p", "-c", cpus, String(pid)], { stdio: "ignore" });
-}
-
-/** 1 against 2 workers (WORKERS=2 when honoured, else 2 replica processes on one database). */
+/**
+ * 1 against 2 workers (WORKERS=2 when honoured, else 2 replica processes on one database).
+ *
+ * Both variants are fresh processes started for this comparison and warmed with the same load:
+ * the main service has run every scenario before this one, and a process that has been optimised
+ * (and its heap sized) by a quarter of an hour of traffic is not the same 1 worker as one started
+ * a second ago. Both reach PostgreSQL directly, not through the round-trip-counting proxy: that
+ * proxy runs in this process, on the same two CPUs, and relays every decision-log write.
+ */
 async function measureWorkers(ctx: Context, mix: Mix): Promise<WorkersResult | Skipped> {
   const title = "1 and 2 workers";
-  if (ctx.db.counter === undefined) {
+  if (ctx.db.directEnv === undefined) {
     return { title, reason: "needs PostgreSQL (set DATABASE_URL): two processes cannot share the embedded database, and this build may not honour WORKERS" };
   }
   const cpus = Number(execFileSync("nproc", { encoding: "utf8" }).trim());
   if (cpus < 2) return { title, reason: "needs at least 2 CPUs" };
   await ctx.db.settle().catch((error: unknown) => progress(`workers: could not settle PostgreSQL first (${(error as Error).message}); measuring anyway`));
-  const second = await startService({ name: "service (WORKERS=2)", root: ROOT, env: { ...ctx.serviceEnv, WORKERS: "2" }, startTimeoutMs: 60_000 });
+  const started: ServerProcess[] = [];
+  const start = async (workers: 1 | 2) => {
+    const env = { ...ctx.serviceEnv, ...ctx.db.directEnv, DATA_DIR: join(ctx.tmp, `workers-${workers}`), WORKERS: String(workers) };
+    const service = await startService({ name: `service (WORKERS=${workers})`, root: ROOT, env, startTimeoutMs: 60_000 });
+    started.push(service);
+    return service;
+  };
   try {
+    const single = await start(1);
+    const second = await start(2);
     const workers = (await childPids(second.pid)).length;
     const mode: WorkersResult["mode"] = workers >= 2 ? "workers" : "replicas";
     progress(`workers: WORKERS=2 ${mode === "workers" ? `honoured (${workers} worker processes)` : "not honoured: measuring 2 replica processes instead"}`);
-    if (ctx.place.server !== undefined) pin(ctx.service.pid, "0,1");
     const scenario: Scenario = { id: "workers", title: "Check boolean", mix, shape: "16x32" };
-    await load(ctx, scenario, [second.grpcPort], 0, undefined, 2);
+    const ports = { 1: [single.grpcPort], 2: mode === "workers" ? [second.grpcPort] : [single.grpcPort, second.grpcPort] };
+    ctx.commands.push(
+      "# 1 and 2 workers: two fresh services, unpinned, DATABASE_URL straight to the bench database",
+      "env ... WORKERS=1 DATABASE_URL=<bench database> node dist/src/cli/main.js serve",
+      "env ... WORKERS=2 DATABASE_URL=<bench database> node dist/src/cli/main.js serve",
+    );
+    // The same warm-up for both, alternating, so neither has seen more traffic than the other.
+    const warmSeconds = ctx.options.mode === "smoke" ? undefined : WORKERS_WARMUP_SECONDS;
+    for (let round = 0; round < 2; round++) {
+      for (const n of [1, 2] as const) await load(ctx, scenario, ports[n], 0, undefined, warmSeconds);
+    }
     const one: number[] = [];
     const two: number[] = [];
-    const twoPorts = mode === "workers" ? [second.grpcPort] : [ctx.service.grpcPort, second.grpcPort];
     for (let rep = 0; rep < ctx.options.reps; rep++) {
-      const order = rep % 2 === 0 ? [1, 2] : [2, 1];
+      const order = rep % 2 === 0 ? ([1, 2] as const) : ([2, 1] as const);
       for (const n of order) {
-        const result = await load(ctx, scenario, n === 1 ? [ctx.service.grpcPort] : twoPorts, 0, undefined);
+        const result = await load(ctx, scenario, ports[n], 0, undefined);
         (n === 1 ? one : two).push(result.reqPerSec);
         progress(`rep ${rep + 1}/${ctx.options.reps} ${n} worker(s): ${fmtRate(result.reqPerSec)} req/s`);
       }
     }
     return {
       mode,
-      placement: "nothing pinned for this comparison (two server processes need both CPUs): servers and h2load share the 2 CPUs in both variants",
+      placement:
+        "two fresh services started for this comparison (WORKERS=1 and WORKERS=2), warmed alike, nothing pinned (two server processes need both CPUs): servers and h2load share the 2 CPUs in both variants",
       one,
       two,
     };
   } finally {
-    await second.stop();
-    if (ctx.place.server !== undefined) pin(ctx.service.pid, ctx.place.server);
+    await Promise.all(started.map((s) => s.stop()));
   }
 }
+
+/** Seconds of load each workers variant gets, twice, before it is measured. */
+const WORKERS_WARMUP_SECONDS = 10;
 
 async function measureReport(ctx: Context, secrets: readonly string[]): Promise<ExtraResult | Skipped> {
   const title = "Report (batches of 500 events, 8 streams)";
