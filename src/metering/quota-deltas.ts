@@ -39,16 +39,26 @@ export interface Shortfall {
   readonly units: number;
 }
 
-/** Deltas merged per counter (summed), in key order; zero deltas dropped. */
-export function mergeDeltas(deltas: readonly QuotaDelta[]): QuotaDelta[] {
-  const byKey = new Map<string, QuotaDelta>();
+/** One counter's summed change: exact, as a sum of many deltas may pass 2^53. */
+export interface MergedDelta extends Omit<QuotaDelta, "delta"> {
+  readonly delta: bigint;
+}
+
+/**
+ * Deltas merged per counter, in key order; zero sums dropped. Summed as BigInt: each delta is a
+ * safe integer, but a batch's sum need not be, and a rounded sum would bill the wrong amount.
+ */
+export function mergeDeltas(deltas: readonly QuotaDelta[]): MergedDelta[] {
+  const byKey = new Map<string, { readonly first: QuotaDelta; sum: bigint }>();
   for (const d of deltas) {
     const key = `${d.licenseId}\u0000${d.feature}\u0000${d.periodStartMs}`;
     const seen = byKey.get(key);
-    byKey.set(key, seen === undefined ? d : { ...d, delta: seen.delta + d.delta });
+    if (seen === undefined) byKey.set(key, { first: d, sum: BigInt(d.delta) });
+    else seen.sum += BigInt(d.delta);
   }
   return [...byKey.values()]
-    .filter((d) => d.delta !== 0)
+    .filter(({ sum }) => sum !== 0n)
+    .map(({ first, sum }) => ({ ...first, delta: sum }))
     .sort((a, b) => compare(a.licenseId, b.licenseId) || compare(a.feature, b.feature) || a.periodStartMs - b.periodStartMs);
 }
 
@@ -65,7 +75,7 @@ export async function applyQuotaDeltas(db: Kysely<Database>, deltas: readonly Qu
     with d as (
       select * from unnest(
         ${rows.map((r) => r.licenseId)}::text[], ${rows.map((r) => r.feature)}::text[],
-        ${rows.map((r) => iso(r.periodStartMs))}::timestamptz[], ${rows.map((r) => r.delta)}::int8[],
+        ${rows.map((r) => iso(r.periodStartMs))}::timestamptz[], ${rows.map((r) => r.delta.toString())}::int8[],
         ${rows.map((r) => r.limit)}::int8[], ${rows.map((r) => r.allowOverage)}::bool[]
       ) as d(license_id, feature, period_start, delta, lim, bill)
     ),

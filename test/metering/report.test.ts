@@ -31,6 +31,7 @@ describe.each(testBackends())("Report on %s", (backend) => {
       { feature: "tokens", kind: "quota", limit: 1000, period: "month", overage: "allow_and_bill", unitPrice: 3 },
       { feature: "calls", kind: "quota", limit: 100, period: "month", overage: "block" },
     ]);
+    await seedLicence(store.db, "lic-huge", [{ feature: "bulk", kind: "quota", limit: 100, period: "month", overage: "block" }]);
     ({ metering } = createTestMetering(store.db, clock, spoolDir));
     await metering.start();
   });
@@ -164,6 +165,17 @@ describe.each(testBackends())("Report on %s", (backend) => {
     expect(await counter(store.db, "lic-a", "tokens", NOV)).toEqual({ used: 1000, overage: 100 });
     await report(metering, [{ id: "big-calls", licenseId: "lic-a", feature: "calls", quantity: 150 }]);
     expect(await counter(store.db, "lic-a", "calls", NOV)).toEqual({ used: 150, overage: 0 });
+  });
+
+  it("sums a counter's usage exactly past 2^53 (no JavaScript rounding on the way to int8)", async () => {
+    // 2^53 - 1 and 2 are each exact; their sum, 2^53 + 1, is not a JavaScript number.
+    await report(metering, [
+      { id: "huge-1", licenseId: "lic-huge", feature: "bulk", quantity: Number.MAX_SAFE_INTEGER },
+      { id: "huge-2", licenseId: "lic-huge", feature: "bulk", quantity: 2 },
+    ]);
+    const { rows } = await sql<{ used: string }>`
+      select used::text as used from quota_counters where license_id = 'lic-huge' and feature = 'bulk'`.execute(store.db);
+    expect(rows).toEqual([{ used: "9007199254740993" }]);
   });
 
   it("usage lands in the quota period of occurred_at, not of receipt", async () => {
