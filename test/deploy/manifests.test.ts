@@ -136,10 +136,16 @@ describe("Dockerfile", () => {
     expect(runtime.find((i) => i.op === "VOLUME")?.args).toContain(dataDir);
   });
 
-  it("starts a file the build produces from the source tree, with the package.json that makes it ESM", () => {
+  it("starts a file the build produces from the source tree, with the package.json that makes it ESM, under the Node flags npm start uses", () => {
     const entrypoint = JSON.parse(runtime.find((i) => i.op === "ENTRYPOINT")?.args ?? "[]") as string[];
     expect(entrypoint[0]).toBe("node");
-    const file = entrypoint[1] ?? "";
+    // The Node flags are package.json's config.nodeFlags, as `npm start` and the bench pass them.
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { config: { nodeFlags: string }; scripts: { start: string } };
+    const flags = pkg.config.nodeFlags.split(/\s+/).filter((f) => f !== "");
+    expect(flags.length).toBeGreaterThan(0);
+    expect(entrypoint.slice(1, 1 + flags.length)).toEqual(flags);
+    expect(pkg.scripts.start).toContain("node $npm_package_config_nodeFlags dist/src/cli/main.js serve");
+    const file = entrypoint[1 + flags.length] ?? "";
     expect(file).toBe("dist/src/cli/main.js");
     // tsc maps src/X.ts to dist/src/X.js (rootDir ".", outDir "dist").
     expect(existsSync(join(ROOT, file.replace(/^dist\//, "").replace(/\.js$/, ".ts")))).toBe(true);
