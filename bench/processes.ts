@@ -2,14 +2,24 @@
  * The processes under test: the built service (`node dist/src/cli/main.js serve`) and the bare
  * reference server (`node dist/bench/bare-server.js`), each optionally pinned to CPUs with
  * taskset, on ports chosen here (the service logs at warn, so it never says which port it got).
+ * Both run under the service's production Node flags (package.json `config.nodeFlags`, what
+ * `npm start` and the Dockerfile pass), so the two differ only in the handler.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ProbeClient } from "./grpc-probe.js";
+
+/** The Node flags the service runs under in production: package.json's `config.nodeFlags`. */
+export function productionNodeFlags(root: string): string[] {
+  const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { config?: { nodeFlags?: unknown } };
+  const flags = pkg.config?.nodeFlags;
+  if (typeof flags !== "string") throw new Error(`${join(root, "package.json")}: config.nodeFlags must be a string of Node flags`);
+  return flags.split(/\s+/).filter((flag) => flag !== "");
+}
 
 export interface ServerProcess {
   readonly name: string;
@@ -139,7 +149,7 @@ export async function startService(options: ServiceOptions): Promise<ServerProce
     env,
     cwd: options.root,
     ...(options.cpus === undefined ? {} : { cpus: options.cpus }),
-    ...(options.nodeArgs === undefined ? {} : { nodeArgs: options.nodeArgs }),
+    nodeArgs: [...productionNodeFlags(options.root), ...(options.nodeArgs ?? [])],
   });
   const pid = spawned.child.pid ?? -1;
   await waitServing(options.name, spawned.child, grpcPort, spawned.output, options.startTimeoutMs);
@@ -162,7 +172,7 @@ export async function startBare(options: {
     env: { PATH: process.env.PATH ?? "" },
     cwd: options.root,
     ...(options.cpus === undefined ? {} : { cpus: options.cpus }),
-    ...(options.nodeArgs === undefined ? {} : { nodeArgs: options.nodeArgs }),
+    nodeArgs: [...productionNodeFlags(options.root), ...(options.nodeArgs ?? [])],
   });
   const deadline = Date.now() + options.startTimeoutMs;
   while (!spawned.output().includes('"bare":"listening"')) {

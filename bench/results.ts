@@ -78,6 +78,8 @@ export interface BenchResults {
   readonly repetitions: number;
   readonly bound: string;
   readonly workload: string;
+  /** The Node flags both servers ran under (the service's production flags); absent in older runs: none. */
+  readonly nodeFlags?: string;
   readonly scenarios: readonly ScenarioResult[];
   readonly workers: WorkersResult | undefined;
   readonly statements: StatementsResult | undefined;
@@ -272,6 +274,9 @@ export function renderResults(r: BenchResults): string {
     "- 16 × 32 (throughput): 8 h2load processes × 2 connections × 32 streams: 7 allowed bodies on 7 keys of 7 licences and 1 denied (FEATURE_NOT_ENTITLED), 87.5% allowed by connection share. 4 × 4 (latency): 3 allowed processes × 1 connection × 4 streams, closed loop, and 1 denied connection paced (--rps) at about 10% of the scenario's throughput.",
     "- The bare server (bench/bare-server.ts) is @grpc/grpc-js with the service's transport settings and raw-bytes method definitions, answering a constant pre-encoded CheckResponse (or Envoy CheckResponse), shaped like the service's allowed answer so both send about as many bytes, on the same method path.",
     "- Service defaults throughout (decision log on, DECISION_LOG=denies), LOG_LEVEL=warn, DEMO_SEED=off.",
+    r.nodeFlags === undefined || r.nodeFlags === ""
+      ? "- Both servers ran with Node's default flags."
+      : `- Both servers ran under the service's production Node flags, \`${r.nodeFlags}\` (package.json \`config.nodeFlags\`, as \`npm start\` and the Dockerfile pass them), so they differ only in the handler.`,
     "",
     "## Scenarios",
     "",

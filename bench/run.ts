@@ -23,7 +23,7 @@ import { isImplemented, PATHS, ProbeClient, sampleMix, type SampledBody } from "
 import { runLoad, type LoadBound, type LoadResult } from "./h2load.js";
 import { codeCommit, hasH2load, hasTaskset, machineInfo } from "./machine.js";
 import { createRoundTripCounter, type RoundTripCounter } from "./pg-counter.js";
-import { childPids, repositoryRoot, startBare, startService, type ServerProcess } from "./processes.js";
+import { childPids, productionNodeFlags, repositoryRoot, startBare, startService, type ServerProcess } from "./processes.js";
 import { bucketShares, perRequestComparison, profileMarkdown, summarizeProfile, type CpuProfile, type ProfileSummary } from "./profile-summary.js";
 import { loadReportBench } from "./report-hook.js";
 import {
@@ -492,8 +492,8 @@ async function measureWorkers(ctx: Context, mix: Mix): Promise<WorkersResult | S
     const ports = { 1: [single.grpcPort], 2: mode === "workers" ? [second.grpcPort] : [single.grpcPort, second.grpcPort] };
     ctx.commands.push(
       "# 1 and 2 workers: two fresh services, unpinned, DATABASE_URL straight to the bench database",
-      "env ... WORKERS=1 DATABASE_URL=<bench database> node dist/src/cli/main.js serve",
-      "env ... WORKERS=2 DATABASE_URL=<bench database> node dist/src/cli/main.js serve",
+      `env ... WORKERS=1 DATABASE_URL=<bench database> node ${productionNodeFlags(ROOT).join(" ")} dist/src/cli/main.js serve`,
+      `env ... WORKERS=2 DATABASE_URL=<bench database> node ${productionNodeFlags(ROOT).join(" ")} dist/src/cli/main.js serve`,
     );
     // The same warm-up for both, alternating, so neither has seen more traffic than the other.
     const warmSeconds = ctx.options.mode === "smoke" ? undefined : WORKERS_WARMUP_SECONDS;
@@ -672,9 +672,10 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
     const bare = await startBare({ root: ROOT, ...(place.server === undefined ? {} : { cpus: place.server }), startTimeoutMs: 20_000 });
     cleanups.push(() => bare.stop());
     const pinned = place.server === undefined ? "" : `taskset -c ${place.server} `;
+    const nodeFlags = productionNodeFlags(ROOT).join(" ");
     commands.push(
-      `${pinned}env HOST=127.0.0.1 GRPC_PORT=<free> HTTP_PORT=<free> DEMO_SEED=off LOG_LEVEL=warn DATA_DIR=<tmp> ADMIN_TOKEN=<random>${db.counter === undefined ? "" : " DATABASE_URL=<bench database via proxy>"} node dist/src/cli/main.js serve`,
-      `${pinned}node dist/bench/bare-server.js <free port>`,
+      `${pinned}env HOST=127.0.0.1 GRPC_PORT=<free> HTTP_PORT=<free> DEMO_SEED=off LOG_LEVEL=warn DATA_DIR=<tmp> ADMIN_TOKEN=<random>${db.counter === undefined ? "" : " DATABASE_URL=<bench database via proxy>"} node ${nodeFlags} dist/src/cli/main.js serve`,
+      `${pinned}node ${nodeFlags} dist/bench/bare-server.js <free port>`,
     );
     const ctx: Context = { options, place, tmp, db, serviceEnv, commands, service, bare };
 
@@ -763,6 +764,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
       repetitions: options.reps,
       bound: options.mode === "smoke" ? `-n ${options.smokeRequestsPerClient} requests per connection` : `-D ${options.durationSeconds} s after --warm-up-time=${options.warmupSeconds} s each`,
       workload,
+      nodeFlags,
       scenarios: results,
       workers,
       statements,

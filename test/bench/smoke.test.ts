@@ -118,6 +118,11 @@ describe("bench smoke run", () => {
       }
       expect(markdown).toContain("| Check boolean throughput ≥ 0.85 × bare (16 × 32) |");
       expect(markdown).toContain("check-boolean: 7/8 bodies allowed");
+      // Both servers under the service's production Node flags, and the commands say so.
+      const flags = (JSON.parse(await readFile(join(ROOT, "package.json"), "utf8")) as { config: { nodeFlags: string } }).config.nodeFlags;
+      expect(markdown).toContain(`under the service's production Node flags, \`${flags}\``);
+      expect(markdown).toContain(`node ${flags} dist/src/cli/main.js serve`);
+      expect(markdown).toContain(`node ${flags} dist/bench/bare-server.js`);
 
       const json = JSON.parse(await readFile(join(dir, "RESULTS.json"), "utf8")) as {
         scenarios: { service: { reqPerSec: number; failed: number }[]; bare: { reqPerSec: number }[] }[];
