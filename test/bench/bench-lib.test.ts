@@ -16,7 +16,7 @@ import { codeCommit } from "../../bench/machine.js";
 import { FrontendStreamParser } from "../../bench/pg-counter.js";
 import { FULL_RUN_PARTS, parseOptions } from "../../bench/run.js";
 import { summarizeProfile, type CpuProfile } from "../../bench/profile-summary.js";
-import { scenarioTable } from "../../bench/results.js";
+import { evaluateTargets, scenarioTable, type BenchResults } from "../../bench/results.js";
 import { median, medianRatio, pairedRatios, percentile } from "../../bench/stats.js";
 import { partsFor, type Scenario } from "../../bench/scenarios.js";
 import { checkMix, grpcFrame } from "../../bench/workload.js";
@@ -209,6 +209,31 @@ describe("statistics", () => {
     const row = scenarioTable([scenario]).split("\n")[2]?.split("|").map((c) => c.trim());
     expect(row?.[5]).toBe("0.80×");
     expect(row?.[13]).toBe("0.60–1.07×");
+  });
+
+  it("shows a third decimal where two would round a missed target onto its threshold", () => {
+    const run = (reqPerSec: number) => ({ reqPerSec, requests: 1000, failed: 0, allowedShare: 0.875 });
+    const throughput = (id: string, service: number) => ({
+      id,
+      title: id,
+      load: "16 × 32",
+      measure: "throughput" as const,
+      service: [run(service)],
+      bare: [run(1000)],
+    });
+    const results = {
+      scenarios: [throughput("check-boolean-16x32", 846), throughput("check-quota-16x32", 850), throughput("check-rate-16x32", 910)],
+      extras: [],
+      skipped: [],
+      workers: undefined,
+      statements: undefined,
+    } as unknown as BenchResults;
+    const measured = evaluateTargets(results).slice(0, 3).map((t) => [t.measured.split(" ")[0], t.status]);
+    expect(measured).toEqual([
+      ["0.846×", "MISS"],
+      ["0.85×", "PASS"],
+      ["0.91×", "PASS"],
+    ]);
   });
 });
 
