@@ -289,6 +289,8 @@ interface Context {
   readonly db: BenchDatabase;
   readonly serviceEnv: Readonly<Record<string, string>>;
   readonly commands: string[];
+  /** The service's production Node flags, which both servers run under (for the commands shown). */
+  readonly nodeFlags: string;
   service: ServerProcess;
   bare: ServerProcess;
 }
@@ -492,8 +494,8 @@ async function measureWorkers(ctx: Context, mix: Mix): Promise<WorkersResult | S
     const ports = { 1: [single.grpcPort], 2: mode === "workers" ? [second.grpcPort] : [single.grpcPort, second.grpcPort] };
     ctx.commands.push(
       "# 1 and 2 workers: two fresh services, unpinned, DATABASE_URL straight to the bench database",
-      `env ... WORKERS=1 DATABASE_URL=<bench database> node ${productionNodeFlags(ROOT).join(" ")} dist/src/cli/main.js serve`,
-      `env ... WORKERS=2 DATABASE_URL=<bench database> node ${productionNodeFlags(ROOT).join(" ")} dist/src/cli/main.js serve`,
+      `env ... WORKERS=1 DATABASE_URL=<bench database> node ${ctx.nodeFlags} dist/src/cli/main.js serve`,
+      `env ... WORKERS=2 DATABASE_URL=<bench database> node ${ctx.nodeFlags} dist/src/cli/main.js serve`,
     );
     // The same warm-up for both, alternating, so neither has seen more traffic than the other.
     const warmSeconds = ctx.options.mode === "smoke" ? undefined : WORKERS_WARMUP_SECONDS;
@@ -677,7 +679,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResults> {
       `${pinned}env HOST=127.0.0.1 GRPC_PORT=<free> HTTP_PORT=<free> DEMO_SEED=off LOG_LEVEL=warn DATA_DIR=<tmp> ADMIN_TOKEN=<random>${db.counter === undefined ? "" : " DATABASE_URL=<bench database via proxy>"} node ${nodeFlags} dist/src/cli/main.js serve`,
       `${pinned}node ${nodeFlags} dist/bench/bare-server.js <free port>`,
     );
-    const ctx: Context = { options, place, tmp, db, serviceEnv, commands, service, bare };
+    const ctx: Context = { options, place, tmp, db, serviceEnv, commands, nodeFlags, service, bare };
 
     const rulesFile = join(tmp, "rules.json");
     await writeFile(rulesFile, benchRules({ licences: options.licences, keys: options.keys }));
