@@ -21,7 +21,6 @@ import { createAdminBinding } from "./admin/admin-handlers.js";
 import { ensureAdminTokenFile } from "./admin/admin-token.js";
 import type { Config } from "./config.js";
 import { file_envoy_service_auth_v3_external_auth } from "./gen/envoy/service/auth/v3/external_auth_pb.js";
-import type { CheckResponse } from "./gen/licensing/v1/licensing_pb.js";
 import { createAuthorizationBinding, createExtAuthzGrpcHandler, EXT_AUTHZ_CHECK_PATH } from "./envoy/ext-authz.js";
 import { createForwardAuthRoute } from "./envoy/forward-auth.js";
 import { createRouteMatcher, type RouteMatcher } from "./envoy/route-table.js";
@@ -36,12 +35,11 @@ import { createServiceTokenAuthorizer } from "./licensing/credentials/service-to
 import { ensureSigningSecretFile } from "./licensing/credentials/signing-secret.js";
 import { createDecisionLog, type DecisionLog } from "./licensing/decision-log.js";
 import { createCounters, type CountersEngine } from "./licensing/engine/index.js";
+import type { CheckAnswer } from "./licensing/check-response.js";
 import { createOperationCache } from "./licensing/idempotency.js";
 import { createIdentityResolver } from "./licensing/identity.js";
-import { createLicensingBinding } from "./licensing/licensing-binding.js";
+import { CHECK_PATH, createCheckGrpcHandler, createLicensingBinding, type LicensingDeps } from "./licensing/licensing-binding.js";
 import { createMetering, type Metering } from "./metering/metering.js";
-import { decodeCheckRequest, encodeCheckResponse } from "./licensing/check-codec.js";
-import type { UnaryCodec } from "./server/grpc-server.js";
 import { file_externalscaler_externalscaler } from "./gen/externalscaler/externalscaler_pb.js";
 import { createAutoScaler, type AutoScaler } from "./scaling/auto-scaler.js";
 import { createCapacityScaler } from "./scaling/capacity-scaler.js";
@@ -89,12 +87,6 @@ export interface App {
   readonly health: HealthRegistry;
   readonly metrics: Metrics;
 }
-
-/** Check's specialized codec on the gRPC port (byte-identical to protobuf-es; see check-codec.ts). */
-const CHECK_CODEC = {
-  decode: decodeCheckRequest,
-  encode: encodeCheckResponse,
-} as unknown as UnaryCodec;
 
 /** The service names health reports on, besides "" (the whole server). */
 const SERVICES = [
@@ -267,7 +259,7 @@ export function createApp(options: AppOptions): App {
       streamIntervalMs: config.kedaStreamIntervalMs,
     });
     registerScalingMetrics(metrics, autoScaler, forecast, keda);
-    const licensing = createLicensingBinding({
+    const licensingDeps: LicensingDeps = {
       scale: createScaleHandler({ resolveIdentity, scaler, accountLicense: (id) => findAccountLicense(db, id), now, logger: scalingLog }),
       forecast,
       resolveIdentity,
@@ -276,12 +268,13 @@ export function createApp(options: AppOptions): App {
       licenses: caches.licenses,
       accountLicenses: caches.accountLicenses,
       counters: engine,
-      operations: createOperationCache<CheckResponse>({ windowMs: config.operationWindowMs, maxEntries: config.operationCacheMax, now }),
+      operations: createOperationCache<CheckAnswer>({ windowMs: config.operationWindowMs, maxEntries: config.operationCacheMax, now }),
       // Every decision is counted for /metrics and watched for readiness, then logged.
       decisions: probes.watchingRecorder(metrics.countingRecorder(log)),
       now,
       cacheTtlMs: config.checkCacheTtlMs,
-    });
+    };
+    const licensing = createLicensingBinding(licensingDeps);
     const authz: AuthzDeps = {
       check: licensing.handlers.check,
       routes: (method, path) => routeMatcher(method, path),
@@ -341,9 +334,12 @@ export function createApp(options: AppOptions): App {
         file_externalscaler_externalscaler,
       ],
       rawMounts: [keda],
-      codecs: new Map([["/licensing.v1.LicensingService/Check", CHECK_CODEC]]),
-      // Envoy's Check, answered without building the Envoy CheckResponse (ext-authz.ts).
-      rawUnary: new Map([[EXT_AUTHZ_CHECK_PATH, untilReady(createExtAuthzGrpcHandler(authz), () => ready)]]),
+      // Check and Envoy's Check, answered bytes to bytes without building the response
+      // messages (licensing-binding.ts, ext-authz.ts); the HTTP port serves the bindings.
+      rawUnary: new Map([
+        [CHECK_PATH, untilReady(createCheckGrpcHandler(licensingDeps), () => ready)],
+        [EXT_AUTHZ_CHECK_PATH, untilReady(createExtAuthzGrpcHandler(authz), () => ready)],
+      ]),
       maxReceiveMessageBytes: config.maxMessageBytes,
       logger: logger.child({ component: "grpc" }),
       onCall: metrics.observeRpc,

@@ -3,19 +3,22 @@
  * the gRPC port instead of protobuf-es's generic, reflection-driven toBinary/fromBinary.
  *
  * Contract: `encodeCheckResponse(m)` is byte-for-byte what `toBinary(CheckResponseSchema, m)`
- * produces, and `decodeCheckRequest(b)` equals `fromBinary(CheckRequestSchema, b)` for every
+ * produces, `createCheckAnswerEncoder(ttl)(a)` what the CheckResponse built from answer `a`
+ * encodes to, and `decodeCheckRequest(b)` equals `fromBinary(CheckRequestSchema, b)` for every
  * known field (unknown fields are skipped rather than kept: the server never re-encodes a
- * request). test/unit/check-codec.test.ts checks both against protobuf-es on generated
- * messages. Malformed input throws, which the transport answers with INVALID_ARGUMENT.
+ * request). test/unit/check-codec.test.ts checks all three on generated inputs. Malformed input
+ * throws, which the transport answers with INVALID_ARGUMENT.
  *
  * Why: encoding and decoding were about a fifth of the CPU a Check costs beyond the bare
  * transport (bench/RESULTS.md); this codec does the same work without reflection or
- * intermediate writers.
+ * intermediate writers, and the answer encoder without the intermediate message either.
  */
 import { isUtf8 } from "node:buffer";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
-import type { CheckRequest, CheckResponse } from "../gen/licensing/v1/licensing_pb.js";
+import { Decision as WireDecision, type CheckRequest, type CheckResponse } from "../gen/licensing/v1/licensing_pb.js";
 import { setMapEntry, WireReader } from "../server/wire-reader.js";
+import { cacheTtlMsOf, createResponseBuilder, retryAfterMsOf, type CheckAnswer } from "./check-response.js";
+import type { LicenseSnapshot } from "./snapshot.js";
 
 // ---------------------------------------------------------------------------------------------
 // Encoding
@@ -89,8 +92,11 @@ class Writer {
   string(text: string, byteLength: number): void {
     this.varint(byteLength);
     if (byteLength === text.length) {
-      // ASCII: one byte per character, no encoder needed.
-      for (let i = 0; i < text.length; i++) this.bytes[this.pos++] = text.charCodeAt(i);
+      // ASCII: one byte per character, no encoder needed (locals: no field write per byte).
+      const bytes = this.bytes;
+      let pos = this.pos;
+      for (let i = 0; i < byteLength; i++) bytes[pos++] = text.charCodeAt(i);
+      this.pos = pos;
     } else {
       this.pos += Buffer.from(this.bytes.buffer, this.bytes.byteOffset + this.pos, byteLength).write(text, "utf8");
     }
@@ -209,6 +215,171 @@ export function encodeCheckResponse(m: CheckResponse): Uint8Array {
     w.bytes[w.pos++] = Tag.AccountId;
     w.string(m.accountId, accountIdBytes);
   }
+  if (w.pos !== size) throw new Error(`CheckResponse encoding wrote ${w.pos} of ${size} bytes`);
+  return w.bytes;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding an answer straight to bytes
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The gRPC port's Check encoder: `encode(answer)` is byte for byte
+ * `encodeCheckResponse(createResponseBuilder(cacheTtlMs)(answer))`, written from the answer's
+ * numbers and strings without building the message, its Timestamps, Durations and BigInts
+ * (test/unit/check-codec.test.ts compares the two on generated answers). Answers whose numbers
+ * are not non-negative safe integers (never seen from the engine, but allowed by the types) go
+ * through the message.
+ */
+export function createCheckAnswerEncoder(cacheTtlMs: number): (answer: CheckAnswer) => Uint8Array {
+  const respond = createResponseBuilder(cacheTtlMs);
+  return (answer) => encodeAnswer(answer, cacheTtlMs) ?? encodeCheckResponse(respond(answer));
+}
+
+/** A number the fast path writes as a plain varint: what BigInt(n) would make, unsigned and exact. */
+function plain(n: number): boolean {
+  return Number.isSafeInteger(n) && n >= 0;
+}
+
+/** Body length of a Timestamp or Duration of `ms` (a plain number of whole milliseconds). */
+function msMessageSize(ms: number): number {
+  const seconds = Math.floor(ms / 1000);
+  const nanos = (ms % 1000) * 1_000_000;
+  return (seconds !== 0 ? 1 + varintSize(seconds) : 0) + (nanos !== 0 ? 1 + varintSize(nanos) : 0);
+}
+
+/** A Timestamp or Duration of `ms`, as timestampOfMs and durationOfMs (check-response.ts) build it. */
+function writeMsMessage(w: Writer, tag: number, ms: number, size: number): void {
+  w.bytes[w.pos++] = tag;
+  w.bytes[w.pos++] = size; // at most 14 bytes (seconds below 2^53 / 1000, nanos below 10^9): one varint byte
+  const seconds = Math.floor(ms / 1000);
+  const nanos = (ms % 1000) * 1_000_000;
+  if (seconds !== 0) {
+    w.bytes[w.pos++] = 0x08;
+    w.varint(seconds);
+  }
+  if (nanos !== 0) {
+    w.bytes[w.pos++] = 0x10;
+    w.varint(nanos);
+  }
+}
+
+function stringFieldSize(byteLength: number): number {
+  return byteLength > 0 ? 1 + varintSize(byteLength) + byteLength : 0;
+}
+
+function writeStringField(w: Writer, tag: number, text: string, byteLength: number): void {
+  if (byteLength === 0) return;
+  w.bytes[w.pos++] = tag;
+  w.string(text, byteLength);
+}
+
+/**
+ * A snapshot's fields as written: the licence id (field 4) and the plan and account (13, 14),
+ * encoded once per snapshot (snapshots are immutable; a change makes a new one) rather than
+ * measured and copied character by character on every answer.
+ */
+interface SnapshotFields {
+  readonly head: Buffer;
+  readonly tail: Buffer;
+}
+
+const snapshotFields = new WeakMap<LicenseSnapshot, SnapshotFields>();
+
+function fieldsOf(snapshot: LicenseSnapshot): SnapshotFields {
+  let fields = snapshotFields.get(snapshot);
+  if (fields === undefined) {
+    fields = { head: stringFields([Tag.LicenseId, snapshot.licenseId]), tail: stringFields([Tag.Plan, snapshot.plan], [Tag.AccountId, snapshot.accountId]) };
+    snapshotFields.set(snapshot, fields);
+  }
+  return fields;
+}
+
+/** String fields as protobuf writes them (empty ones left out), in one Buffer of their own. */
+function stringFields(...fields: readonly (readonly [Tag, string])[]): Buffer {
+  const lengths = fields.map(([, text]) => Buffer.byteLength(text));
+  const w = new Writer(lengths.reduce((sum, length) => sum + stringFieldSize(length), 0));
+  fields.forEach(([tag, text], i) => writeStringField(w, tag, text, lengths[i] as number));
+  // Not from allocUnsafe's shared pool: kept as long as the snapshot, it would pin the pool's slab.
+  return Buffer.from(w.bytes);
+}
+
+function writeBytes(w: Writer, bytes: Buffer): void {
+  w.bytes.set(bytes, w.pos);
+  w.pos += bytes.length;
+}
+
+/** The answer's bytes, or undefined when a number needs the message's BigInt arithmetic. */
+function encodeAnswer(answer: CheckAnswer, cacheTtlMs: number): Uint8Array | undefined {
+  const { verdict, snapshot, status } = answer;
+  const reason = verdict.reason;
+  const ttlMs = Math.max(0, Math.ceil(cacheTtlMsOf(answer, cacheTtlMs)));
+  if (!plain(reason) || !plain(ttlMs)) return undefined;
+  const messageBytes = Buffer.byteLength(verdict.message);
+  const decisionIdBytes = Buffer.byteLength(answer.decisionId);
+  let size = 2 + (reason !== 0 ? 1 + varintSize(reason) : 0) + stringFieldSize(messageBytes);
+  size += 2 + msMessageSize(ttlMs) + stringFieldSize(decisionIdBytes);
+
+  let fields: SnapshotFields | undefined;
+  let version = 0;
+  if (snapshot !== undefined) {
+    version = snapshot.version;
+    if (!plain(version)) return undefined;
+    fields = fieldsOf(snapshot);
+    size += fields.head.length + fields.tail.length;
+    if (version !== 0) size += 1 + varintSize(version);
+  }
+
+  // -1: the field is absent.
+  let resetsAtMs = -1;
+  let retryAfterMs = -1;
+  let depletesAtMs = -1;
+  if (status !== undefined) {
+    if (!plain(status.limit) || !plain(status.remaining)) return undefined;
+    size += 2 + varintSize(status.limit) + varintSize(status.remaining);
+    if (status.resetsAtMs !== null) {
+      resetsAtMs = status.resetsAtMs;
+      if (!plain(resetsAtMs)) return undefined;
+      size += 2 + msMessageSize(resetsAtMs);
+    }
+    const retryMs = retryAfterMsOf(answer);
+    if (retryMs !== undefined) {
+      retryAfterMs = Math.max(0, Math.ceil(retryMs));
+      if (!plain(retryAfterMs)) return undefined;
+      size += 2 + msMessageSize(retryAfterMs);
+    }
+    if (answer.depletesAtMs !== undefined) {
+      depletesAtMs = answer.depletesAtMs;
+      if (!plain(depletesAtMs)) return undefined;
+      size += 2 + msMessageSize(depletesAtMs);
+    }
+  }
+
+  const w = new Writer(size);
+  w.bytes[w.pos++] = Tag.Decision;
+  w.bytes[w.pos++] = verdict.allow ? WireDecision.ALLOW : WireDecision.DENY;
+  if (reason !== 0) {
+    w.bytes[w.pos++] = Tag.Reason;
+    w.varint(reason);
+  }
+  writeStringField(w, Tag.Message, verdict.message, messageBytes);
+  if (fields !== undefined) writeBytes(w, fields.head);
+  if (status !== undefined) {
+    w.bytes[w.pos++] = Tag.Limit;
+    w.varint(status.limit);
+    w.bytes[w.pos++] = Tag.Remaining;
+    w.varint(status.remaining);
+    if (resetsAtMs >= 0) writeMsMessage(w, Tag.ResetsAt, resetsAtMs, msMessageSize(resetsAtMs));
+    if (retryAfterMs >= 0) writeMsMessage(w, Tag.RetryAfter, retryAfterMs, msMessageSize(retryAfterMs));
+  }
+  writeMsMessage(w, Tag.CacheTtl, ttlMs, msMessageSize(ttlMs));
+  writeStringField(w, Tag.DecisionId, answer.decisionId, decisionIdBytes);
+  if (version !== 0) {
+    w.bytes[w.pos++] = Tag.PolicyVersion;
+    w.varint(version);
+  }
+  if (depletesAtMs >= 0) writeMsMessage(w, Tag.DepletesAt, depletesAtMs, msMessageSize(depletesAtMs));
+  if (fields !== undefined) writeBytes(w, fields.tail);
   if (w.pos !== size) throw new Error(`CheckResponse encoding wrote ${w.pos} of ${size} bytes`);
   return w.bytes;
 }

@@ -1,14 +1,20 @@
 /**
- * Builds CheckResponses from decisions. The one place that knows how limits, times and cache
- * lifetimes appear on the wire.
+ * Builds CheckResponses from decided Checks (`CheckAnswer`). The one place that knows how limits,
+ * times and cache lifetimes appear on the wire; the gRPC port's encoder (check-codec.ts
+ * `createCheckAnswerEncoder`) writes the same answer straight to bytes by these rules.
  */
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { Decision as WireDecision, type CheckResponse } from "../gen/licensing/v1/licensing_pb.js";
 import type { LimitStatus, Verdict } from "./decide.js";
-import { newDecisionId } from "./decision-id.js";
 import type { LicenseSnapshot } from "./snapshot.js";
 
-export interface ResponseInput {
+/**
+ * A decided Check, before it is written: as a CheckResponse message (createResponseBuilder) or
+ * straight as its bytes (check-codec.ts). What the operation cache keeps for retries, so a
+ * retry gets the same answer, decision id included, whichever transport it comes by.
+ */
+export interface CheckAnswer {
+  readonly decisionId: string;
   readonly verdict: Verdict;
   readonly snapshot: LicenseSnapshot | undefined;
   readonly status: LimitStatus | undefined;
@@ -33,6 +39,26 @@ export function timestampOfMs(ms: number): Timestamp {
 }
 
 /**
+ * How long the answer may be reused, in ms (written rounded up to whole ms, at least 0). 0 for
+ * answers that consumed or that report a moving limit (a dry run of a quota), the configured TTL
+ * for answers that depend only on the licence (boolean features, not entitled, suspended), and
+ * at most the wait for denies that say when to retry.
+ */
+export function cacheTtlMsOf(answer: CheckAnswer, cacheTtlMs: number): number {
+  if (answer.consumed) return 0;
+  const retryAtMs = answer.status?.retryAtMs ?? null;
+  if (retryAtMs !== null) return Math.min(cacheTtlMs, retryAtMs - answer.nowMs);
+  if (answer.status !== undefined) return 0;
+  return cacheTtlMs;
+}
+
+/** When a deny that says when to retry may be retried, in ms from now; undefined otherwise. */
+export function retryAfterMsOf(answer: CheckAnswer): number | undefined {
+  const retryAtMs = answer.status?.retryAtMs ?? null;
+  return answer.verdict.allow || retryAtMs === null ? undefined : retryAtMs - answer.nowMs;
+}
+
+/**
  * `f` with a one-entry memory of its last argument. Answers on one replica repeat the same
  * policy version, limit and period end over and over; remembering the last one saves a BigInt
  * (and a Timestamp) per Check. Only for results nobody mutates: BigInts, frozen messages.
@@ -49,13 +75,8 @@ function lastOne<T>(f: (n: number) => T): (n: number) => T {
   };
 }
 
-/**
- * Returns a builder with the configured reuse lifetime. cache_ttl is 0 for answers that
- * consumed or that report a moving limit (a dry run of a quota), the configured TTL for
- * answers that depend only on the licence (boolean features, not entitled, suspended), and
- * at most the wait for denies that say when to retry.
- */
-export function createResponseBuilder(cacheTtlMs: number): (input: ResponseInput) => CheckResponse {
+/** Returns a builder with the configured reuse lifetime (see cacheTtlMsOf). */
+export function createResponseBuilder(cacheTtlMs: number): (answer: CheckAnswer) => CheckResponse {
   const reusable = durationOfMs(cacheTtlMs);
   const never = durationOfMs(0);
   const policyVersionOf = lastOne(BigInt);
@@ -63,16 +84,14 @@ export function createResponseBuilder(cacheTtlMs: number): (input: ResponseInput
   // Frozen: the one Timestamp is shared by every answer of the period (nothing writes to it).
   const resetsAtOf = lastOne((ms) => Object.freeze(timestampOfMs(ms)));
 
-  function cacheTtl(input: ResponseInput): Duration {
-    if (input.consumed) return never;
-    const retryAtMs = input.status?.retryAtMs ?? null;
-    if (retryAtMs !== null) return durationOfMs(Math.min(cacheTtlMs, retryAtMs - input.nowMs));
-    if (input.status !== undefined) return never;
-    return reusable;
+  function cacheTtl(answer: CheckAnswer): Duration {
+    const ms = cacheTtlMsOf(answer, cacheTtlMs);
+    if (ms === cacheTtlMs) return reusable;
+    return ms === 0 ? never : durationOfMs(ms);
   }
 
-  return (input) => {
-    const { verdict, snapshot, status } = input;
+  return (answer) => {
+    const { verdict, snapshot, status } = answer;
     // A literal with every field, equivalent to create(CheckResponseSchema, ...) without its
     // reflection: this runs on every Check.
     const response: CheckResponse = {
@@ -85,8 +104,8 @@ export function createResponseBuilder(cacheTtlMs: number): (input: ResponseInput
       remaining: undefined,
       resetsAt: undefined,
       retryAfter: undefined,
-      cacheTtl: cacheTtl(input),
-      decisionId: newDecisionId(),
+      cacheTtl: cacheTtl(answer),
+      decisionId: answer.decisionId,
       policyVersion: 0n,
       depletesAt: undefined,
       plan: "",
@@ -102,8 +121,9 @@ export function createResponseBuilder(cacheTtlMs: number): (input: ResponseInput
       response.limit = limitOf(status.limit);
       response.remaining = BigInt(status.remaining);
       if (status.resetsAtMs !== null) response.resetsAt = resetsAtOf(status.resetsAtMs);
-      if (!verdict.allow && status.retryAtMs !== null) response.retryAfter = durationOfMs(status.retryAtMs - input.nowMs);
-      if (input.depletesAtMs !== undefined) response.depletesAt = timestampOfMs(input.depletesAtMs);
+      const retryAfterMs = retryAfterMsOf(answer);
+      if (retryAfterMs !== undefined) response.retryAfter = durationOfMs(retryAfterMs);
+      if (answer.depletesAtMs !== undefined) response.depletesAt = timestampOfMs(answer.depletesAtMs);
     }
     return response;
   };

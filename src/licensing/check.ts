@@ -10,15 +10,16 @@
  */
 import {
   Reason,
+  type CheckRequest,
   type CheckRequestSchema,
-  type CheckResponse,
   type CheckResponseSchema,
 } from "../gen/licensing/v1/licensing_pb.js";
 import { invalidArgument, unavailable } from "../server/errors.js";
-import type { UnaryHandler } from "../server/rpc.js";
+import type { RpcContext, UnaryHandler } from "../server/rpc.js";
 import { validateCheckRequest, type ValidCheck } from "./check-request.js";
-import { createResponseBuilder } from "./check-response.js";
+import { createResponseBuilder, type CheckAnswer } from "./check-response.js";
 import type { Counters } from "./counters.js";
+import { newDecisionId } from "./decision-id.js";
 import { decide, verdictOnly, type Decision, type DecisionRequest, type Need, type PostgresState, type Verdict } from "./decide.js";
 import type { OperationCache } from "./idempotency.js";
 import { BACKEND_DOWN_VERDICT, type Identity, type IdentityResolver, type Resolution } from "./identity.js";
@@ -68,7 +69,8 @@ export interface CheckDeps {
   /** An account's licence, for credentials that name an account. */
   readonly accountLicenses: LoadingCache<string, string>;
   readonly counters: Counters;
-  readonly operations: OperationCache<CheckResponse>;
+  /** Answers remembered by operation_id, shared by every transport's Check. */
+  readonly operations: OperationCache<CheckAnswer>;
   readonly decisions: DecisionRecorder;
   /** Epoch milliseconds. */
   readonly now: () => number;
@@ -94,10 +96,26 @@ function notLoaded(loaded: Loaded): loaded is NotLoaded {
   return "denied" in loaded;
 }
 
-export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRequestSchema, typeof CheckResponseSchema> {
-  const respond = createResponseBuilder(deps.cacheTtlMs);
+/** Check up to its answer, which each transport writes its own way. */
+export type CheckDecider = (request: CheckRequest, context: RpcContext) => MaybePromise<CheckAnswer>;
 
-  function finish(check: ValidCheck, snapshot: LicenseSnapshot | undefined, decision: Decision & { outcome: "decided" }, nowMs: number): CheckResponse {
+/** The Check handler of the service binding: the decider's answer as a CheckResponse message. */
+export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRequestSchema, typeof CheckResponseSchema> {
+  const decideCheck = createCheckDecider(deps);
+  const respond = createResponseBuilder(deps.cacheTtlMs);
+  return (request, context) => {
+    const answer = decideCheck(request, context);
+    return isPromise(answer) ? answer.then(respond) : respond(answer);
+  };
+}
+
+/**
+ * Check up to its answer: validate, resolve the credential, decide, commit, record. The
+ * binding's handler (above) and the gRPC port's bytes-to-bytes handler (licensing-binding.ts)
+ * write the same answer their own way.
+ */
+export function createCheckDecider(deps: CheckDeps): CheckDecider {
+  function finish(check: ValidCheck, snapshot: LicenseSnapshot | undefined, decision: Decision & { outcome: "decided" }, nowMs: number): CheckAnswer {
     const consumed = decision.consumption.length > 0 || decision.failOpen.length > 0;
     if (decision.verdict.allow && snapshot !== undefined) {
       if (decision.consumption.length > 0) {
@@ -108,9 +126,17 @@ export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRe
       for (const use of decision.failOpen) deps.counters.recordFailOpen(snapshot.licenseId, use.rule, use.quantity, nowMs);
     }
     const depletesAtMs = forecastFor(snapshot, check.feature, decision, nowMs);
-    const response = respond({ verdict: decision.verdict, snapshot, status: decision.status, consumed, nowMs, depletesAtMs });
+    const answer: CheckAnswer = {
+      decisionId: newDecisionId(),
+      verdict: decision.verdict,
+      snapshot,
+      status: decision.status,
+      consumed,
+      nowMs,
+      depletesAtMs,
+    };
     deps.decisions.record({
-      decisionId: response.decisionId,
+      decisionId: answer.decisionId,
       timeMs: nowMs,
       licenseId: snapshot?.licenseId ?? null,
       feature: check.feature,
@@ -118,7 +144,7 @@ export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRe
       reason: Reason[decision.verdict.reason],
       quantity: check.quantity,
     });
-    return response;
+    return answer;
   }
 
   /** Feeds the forecast with what a quota decision consumed, and reads when the quota runs out. */
@@ -132,7 +158,7 @@ export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRe
     return forecast.depletesAt(snapshot.licenseId, feature, status.remaining, nowMs);
   }
 
-  function deny(check: ValidCheck, snapshot: LicenseSnapshot | undefined, verdict: Verdict, nowMs: number): CheckResponse {
+  function deny(check: ValidCheck, snapshot: LicenseSnapshot | undefined, verdict: Verdict, nowMs: number): CheckAnswer {
     return finish(check, snapshot, verdictOnly(verdict), nowMs);
   }
 
@@ -157,7 +183,7 @@ export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRe
     );
   }
 
-  function evaluate(check: ValidCheck, snapshot: LicenseSnapshot, roles: readonly string[], nowMs: number): MaybePromise<CheckResponse> {
+  function evaluate(check: ValidCheck, snapshot: LicenseSnapshot, roles: readonly string[], nowMs: number): MaybePromise<CheckAnswer> {
     requireInstanceForSeats(check, snapshot);
     const request = decisionRequest(check, roles, "ask");
     const first = decide(snapshot, request, deps.counters, nowMs);
@@ -172,7 +198,7 @@ export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRe
     request: DecisionRequest,
     needs: readonly Need[],
     round: number,
-  ): Promise<CheckResponse> {
+  ): Promise<CheckAnswer> {
     if (round > MAX_ROUNDS) throw unavailable("could not obtain quota units after repeated attempts; retry");
     const postgres = await fulfil(snapshot.licenseId, needs);
     const nowMs = deps.now();
@@ -204,7 +230,7 @@ export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRe
   }
 
   /** After the credential: its licence, or the deny. */
-  function withIdentity(input: ValidCheck, resolution: Resolution, nowMs: number): MaybePromise<CheckResponse> {
+  function withIdentity(input: ValidCheck, resolution: Resolution, nowMs: number): MaybePromise<CheckAnswer> {
     if (resolution.denied !== undefined) return deny(input, undefined, resolution.denied, nowMs);
     const roles = resolution.identity.roles;
     const loaded = loadSnapshot(resolution.identity);
@@ -212,7 +238,7 @@ export function createCheckHandler(deps: CheckDeps): UnaryHandler<typeof CheckRe
   }
 
   /** After the licence: the decision, or the answer already given to this operation. */
-  function withSnapshot(input: ValidCheck, roles: readonly string[], loaded: Loaded, nowMs: number): MaybePromise<CheckResponse> {
+  function withSnapshot(input: ValidCheck, roles: readonly string[], loaded: Loaded, nowMs: number): MaybePromise<CheckAnswer> {
     if (notLoaded(loaded)) return deny(input, undefined, loaded.denied, nowMs);
     const snapshot = loaded;
     if (input.operationId === "") return evaluate(input, snapshot, roles, nowMs);

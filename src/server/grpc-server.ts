@@ -17,7 +17,7 @@ import { toBinary } from "@bufbuild/protobuf";
 import type { DescFile, DescMessage, DescMethod, DescMethodUnary, DescService, MessageShape } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
-import { decodeRequest, isUnexpectedError, toGrpcStatus, undecodableRequest } from "./errors.js";
+import { decodeRequest, isUnexpectedError, toGrpcStatus } from "./errors.js";
 import { createHealthService } from "./health.js";
 import type { HealthRegistry } from "./health.js";
 import { createReflectionIndex, createReflectionServices, REFLECTION_FILES } from "./reflection.js";
@@ -59,12 +59,6 @@ export interface GrpcServerOptions {
   readonly maxConnectionAgeMs?: number;
   readonly logger: ServerLogger;
   readonly onCall?: GrpcCallObserver;
-  /**
-   * Specialized codecs by method path (`/licensing.v1.LicensingService/Check`), used instead of
-   * protobuf-es's generic toBinary/fromBinary for the hottest methods. A codec must produce
-   * exactly what protobuf-es would; a decode error is answered INVALID_ARGUMENT like any other.
-   */
-  readonly codecs?: ReadonlyMap<string, UnaryCodec>;
   /**
    * Unary methods answered from the request's bytes straight to the response's, by method path:
    * they replace the binding's handler and codec for that path on this port (the HTTP port still
@@ -211,12 +205,6 @@ type AnyUnaryHandler = UnaryHandler<DescMessage, DescMessage>;
 /** A unary method over bytes: the request as it came off the wire, the response encoded. */
 export type RawUnaryHandler = (request: Buffer, context: RpcContext) => Uint8Array | Promise<Uint8Array>;
 
-/** A method's request decoder and response encoder. */
-export interface UnaryCodec {
-  decode(bytes: Buffer): MessageShape<DescMessage>;
-  encode(message: MessageShape<DescMessage>): Uint8Array;
-}
-
 /** What every call of one method shares, computed once at mount time. */
 interface UnaryMethodRuntime {
   readonly rpc: string;
@@ -237,22 +225,12 @@ function bindingImplementation(binding: ServiceBinding, options: GrpcServerOptio
     if (!isUnary(method) || typeof handler !== "function") continue;
     const rpc = `/${binding.service.typeName}/${method.name}`;
     const raw = options.rawUnary?.get(rpc);
-    const codec = options.codecs?.get(rpc);
     const runtime: UnaryMethodRuntime = raw !== undefined ? rawRuntime(rpc, method, raw, options) : {
       rpc,
       method,
       handler,
-      decode:
-        codec === undefined
-          ? (bytes) => decodeRequest(method.input, bytes)
-          : (bytes) => {
-              try {
-                return codec.decode(bytes);
-              } catch (err) {
-                throw undecodableRequest(method.input.typeName, err);
-              }
-            },
-      encode: codec === undefined ? (message) => toBinary(method.output, message) : codec.encode,
+      decode: (bytes) => decodeRequest(method.input, bytes),
+      encode: (message) => toBinary(method.output, message),
       logger: options.logger,
       onCall: options.onCall,
     };

@@ -14,13 +14,14 @@ import { createAdminAuthorizer, type AdminAuthorizer } from "../../src/admin/aut
 import { createOperationsAdminHandlers } from "../../src/admin/operations.js";
 import { createTokenAdminHandlers } from "../../src/admin/tokens.js";
 import { AdminService } from "../../src/gen/licensing/admin/v1/admin_pb.js";
-import { LicensingService, type CheckResponse } from "../../src/gen/licensing/v1/licensing_pb.js";
+import { LicensingService } from "../../src/gen/licensing/v1/licensing_pb.js";
 import { createLicensingCaches, type LicensingCaches } from "../../src/licensing/caches.js";
 import { createDecisionLog, type DecisionLog } from "../../src/licensing/decision-log.js";
 import { createCounters, type CountersEngine } from "../../src/licensing/engine/index.js";
 import { createOperationCache } from "../../src/licensing/idempotency.js";
 import { createIdentityResolver } from "../../src/licensing/identity.js";
 import { createCheckHandler } from "../../src/licensing/check.js";
+import type { CheckAnswer } from "../../src/licensing/check-response.js";
 import { createMetrics, metricsRoute, type Metrics } from "../../src/metrics/index.js";
 import { createReadiness, readinessRoute, type Readiness } from "../../src/metrics/readiness.js";
 import { applyRules, type IssuedKey } from "../../src/rules/apply.js";
@@ -82,7 +83,7 @@ export async function startHarness(store: Store, options: HarnessOptions = {}): 
     licenses: caches.licenses,
     accountLicenses: caches.accountLicenses,
     counters: engine,
-    operations: createOperationCache<CheckResponse>({ windowMs: 60_000, maxEntries: 1000, now }),
+    operations: createOperationCache<CheckAnswer>({ windowMs: 60_000, maxEntries: 1000, now }),
     decisions: readiness.watchingRecorder(metrics.countingRecorder(decisionLog)),
     now,
     cacheTtlMs: 5000,

@@ -36,6 +36,10 @@ plans:
         kind: boolean
       - feature: dashboards.view
         kind: boolean
+      - feature: exports.run
+        kind: quota
+        limit: 10
+        period: month
   - name: free
     entitlements:
       - feature: dashboards.view
@@ -201,6 +205,32 @@ describe.each(testBackends())("the service end to end on %s", (backend) => {
     expect(body.decision).toBe("DECISION_ALLOW");
     expect(body.reason).toBe("REASON_OK");
     expect(body.licenseId).toBe("acme-prod");
+  });
+
+  it("a quota Check retried with its operation_id, over gRPC and then HTTP, gets one answer and consumes once", async () => {
+    const key = secrets.get("acme-backend") ?? "";
+    const ask = (operationId: string) =>
+      client.call(CHECK, CheckRequestSchema, CheckResponseSchema, {
+        credential: { case: "apiKey", value: key },
+        feature: "exports.run",
+        environment: "production",
+        operationId,
+      });
+    const first = await ask("export-1");
+    expect(first).toMatchObject({ decision: Decision.ALLOW, limit: 10n, remaining: 9n, plan: "pro", accountId: "acme" });
+    expect(first.resetsAt?.seconds).toBeGreaterThan(0n);
+    expect(first.cacheTtl).toMatchObject({ seconds: 0n, nanos: 0 });
+    const retried = await ask("export-1");
+    expect(retried).toEqual(first);
+    const overHttp = await fetch(`${service.httpUrl}/licensing.v1.LicensingService/Check`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ apiKey: key, feature: "exports.run", environment: "production", operationId: "export-1" }),
+    });
+    expect(((await overHttp.json()) as { decisionId?: string }).decisionId).toBe(first.decisionId);
+    const next = await ask("export-2");
+    expect(next.remaining).toBe(8n);
+    expect(next.decisionId).not.toBe(first.decisionId);
   });
 
   it("bad input gets INVALID_ARGUMENT naming the field, and the service keeps serving", async () => {

@@ -9,7 +9,10 @@ import {
   type CheckRequest,
   type CheckResponse,
 } from "../../src/gen/licensing/v1/licensing_pb.js";
-import { decodeCheckRequest, encodeCheckResponse } from "../../src/licensing/check-codec.js";
+import { createCheckAnswerEncoder, decodeCheckRequest, encodeCheckResponse } from "../../src/licensing/check-codec.js";
+import { createResponseBuilder, type CheckAnswer } from "../../src/licensing/check-response.js";
+import type { LimitStatus } from "../../src/licensing/decide.js";
+import type { LicenseSnapshot } from "../../src/licensing/snapshot.js";
 
 /** A small deterministic generator (xorshift), so failures reproduce. */
 function random(seed: number) {
@@ -119,5 +122,99 @@ describe("the specialized Check codec", () => {
     const bytes = Buffer.from(toBinary(CheckRequestSchema, create(CheckRequestSchema, { feature: "a\uFFFDb" })));
     expect(decodeCheckRequest(bytes)).toEqual(fromBinary(CheckRequestSchema, bytes));
     expect(decodeCheckRequest(bytes).feature).toBe("a\uFFFDb");
+  });
+});
+
+/** Numbers as the engine makes them, and some it never makes (the encoder must still be exact). */
+const PLAIN = [0, 1, 127, 128, 999, 1000, 1001, 16_383, 16_384, 2 ** 31, 2 ** 32 + 5, 1_800_000_000_123, Number.MAX_SAFE_INTEGER];
+const ODD = [-1, -1000, 1.5, 2 ** 53, 2 ** 60];
+
+function randomAnswer(r: ReturnType<typeof random>): CheckAnswer {
+  const number = () => (r.next() < 0.9 ? r.pick(PLAIN) : r.pick(ODD));
+  const maybeNull = () => (r.next() < 0.3 ? null : number());
+  const snapshot: LicenseSnapshot | undefined =
+    r.next() < 0.2
+      ? undefined
+      : {
+          licenseId: r.pick(STRINGS),
+          accountId: r.pick(STRINGS),
+          plan: r.pick(STRINGS),
+          status: "active",
+          validFromMs: null,
+          validUntilMs: null,
+          environments: new Set(),
+          version: r.next() < 0.2 ? 0 : number(),
+          entitlements: new Map(),
+        };
+  const status: LimitStatus | undefined =
+    r.next() < 0.3 ? undefined : { limit: number(), remaining: number(), resetsAtMs: maybeNull(), retryAtMs: maybeNull() };
+  const allow = r.next() < 0.5;
+  return {
+    decisionId: r.pick(STRINGS),
+    verdict: { allow, reason: r.pick([Reason.UNSPECIFIED, Reason.OK, Reason.QUOTA_EXHAUSTED, Reason.RATE_LIMITED]), message: r.pick(STRINGS) },
+    snapshot,
+    status,
+    consumed: r.next() < 0.5,
+    nowMs: r.pick([0, 1_700_000_000_000, 1_800_000_000_000, 1_700_000_000_000.5]),
+    depletesAtMs: r.next() < 0.5 ? undefined : number(),
+  };
+}
+
+describe("the gRPC port's answer encoder", () => {
+  it.each([0, 1, 1500, 30_000])("writes 5,000 generated answers byte for byte as the CheckResponse built from them (cache TTL %d ms)", (ttlMs) => {
+    const r = random(ttlMs + 11);
+    const encode = createCheckAnswerEncoder(ttlMs);
+    const respond = createResponseBuilder(ttlMs);
+    for (let i = 0; i < 5_000; i++) {
+      const answer = randomAnswer(r);
+      let expected: string;
+      try {
+        expected = Buffer.from(toBinary(CheckResponseSchema, respond(answer))).toString("hex");
+      } catch (err) {
+        // A number BigInt cannot take (1.5, say) fails the message too: the same error.
+        expect(() => encode(answer)).toThrow((err as Error).message);
+        continue;
+      }
+      expect(Buffer.from(encode(answer)).toString("hex")).toBe(expected);
+    }
+  });
+
+  it("writes an allowed quota answer without the message, as the engine makes it", () => {
+    const answer: CheckAnswer = {
+      decisionId: "0b6c5a56-3f39-4d8e-9a41-6f0c2d7e8b15",
+      verdict: { allow: true, reason: Reason.OK, message: "allowed" },
+      snapshot: {
+        licenseId: "lic-1",
+        accountId: "acct-1",
+        plan: "pro",
+        status: "active",
+        validFromMs: null,
+        validUntilMs: null,
+        environments: new Set(),
+        version: 3,
+        entitlements: new Map(),
+      },
+      status: { limit: 1_000_000, remaining: 999_000, resetsAtMs: 1_800_000_000_000, retryAtMs: null },
+      consumed: true,
+      nowMs: 1_700_000_000_000,
+      depletesAtMs: 1_750_000_000_250,
+    };
+    const decoded = fromBinary(CheckResponseSchema, createCheckAnswerEncoder(5000)(answer));
+    expect(decoded).toMatchObject({
+      decision: Decision.ALLOW,
+      reason: Reason.OK,
+      message: "allowed",
+      licenseId: "lic-1",
+      limit: 1_000_000n,
+      remaining: 999_000n,
+      resetsAt: { seconds: 1_800_000_000n, nanos: 0 },
+      cacheTtl: { seconds: 0n, nanos: 0 },
+      decisionId: "0b6c5a56-3f39-4d8e-9a41-6f0c2d7e8b15",
+      policyVersion: 3n,
+      depletesAt: { seconds: 1_750_000_000n, nanos: 250_000_000 },
+      plan: "pro",
+      accountId: "acct-1",
+    });
+    expect(decoded.retryAfter).toBeUndefined();
   });
 });

@@ -47,7 +47,7 @@ describe("createResponseBuilder", () => {
       [snapshot("b", 7), status(5, 4, 1_900_000_000_000)],
     ] as const;
     for (const [snap, limits] of inputs) {
-      const response = respond({ verdict: ALLOWED, snapshot: snap, status: limits, consumed: true, nowMs: 1_700_000_000_000 });
+      const response = respond({ decisionId: "d", verdict: ALLOWED, snapshot: snap, status: limits, consumed: true, nowMs: 1_700_000_000_000 });
       expect(response.policyVersion).toBe(BigInt(snap.version));
       expect(response.limit).toBe(BigInt(limits.limit));
       expect(response.remaining).toBe(BigInt(limits.remaining));
@@ -57,7 +57,7 @@ describe("createResponseBuilder", () => {
 
   it("shares one frozen period end between answers of the same period, so no caller can change another's", () => {
     const respond = createResponseBuilder(30_000);
-    const input = { verdict: ALLOWED, snapshot: snapshot("a", 1), status: status(100, 10, 1_800_000_000_000), consumed: true, nowMs: 1_700_000_000_000 };
+    const input = { decisionId: "d", verdict: ALLOWED, snapshot: snapshot("a", 1), status: status(100, 10, 1_800_000_000_000), consumed: true, nowMs: 1_700_000_000_000 };
     const first = respond(input).resetsAt;
     const second = respond(input).resetsAt;
     expect(second).toBe(first);
