@@ -17,7 +17,7 @@ import { isUtf8 } from "node:buffer";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { Decision as WireDecision, type CheckRequest, type CheckResponse } from "../gen/licensing/v1/licensing_pb.js";
 import { setMapEntry, WireReader } from "../server/wire-reader.js";
-import { cacheTtlMsOf, createResponseBuilder, retryAfterMsOf, type CheckAnswer } from "./check-response.js";
+import { cacheTtlMsOf, createResponseBuilder, retryAfterMsOf, wholeMs, type CheckAnswer } from "./check-response.js";
 import type { LicenseSnapshot } from "./snapshot.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -313,12 +313,13 @@ function writeBytes(w: Writer, bytes: Buffer): void {
 function encodeAnswer(answer: CheckAnswer, cacheTtlMs: number): Uint8Array | undefined {
   const { verdict, snapshot, status } = answer;
   const reason = verdict.reason;
-  const ttlMs = Math.max(0, Math.ceil(cacheTtlMsOf(answer, cacheTtlMs)));
+  const ttlMs = wholeMs(cacheTtlMsOf(answer, cacheTtlMs));
   if (!plain(reason) || !plain(ttlMs)) return undefined;
   const messageBytes = Buffer.byteLength(verdict.message);
   const decisionIdBytes = Buffer.byteLength(answer.decisionId);
+  const ttlSize = msMessageSize(ttlMs);
   let size = 2 + (reason !== 0 ? 1 + varintSize(reason) : 0) + stringFieldSize(messageBytes);
-  size += 2 + msMessageSize(ttlMs) + stringFieldSize(decisionIdBytes);
+  size += 2 + ttlSize + stringFieldSize(decisionIdBytes);
 
   let fields: SnapshotFields | undefined;
   let version = 0;
@@ -330,28 +331,34 @@ function encodeAnswer(answer: CheckAnswer, cacheTtlMs: number): Uint8Array | und
     if (version !== 0) size += 1 + varintSize(version);
   }
 
-  // -1: the field is absent.
-  let resetsAtMs = -1;
-  let retryAfterMs = -1;
-  let depletesAtMs = -1;
+  // Times in ms and their message sizes; a size of -1: the field is absent.
+  let resetsAtMs = 0;
+  let resetsAtSize = -1;
+  let retryAfterMs = 0;
+  let retryAfterSize = -1;
+  let depletesAtMs = 0;
+  let depletesAtSize = -1;
   if (status !== undefined) {
     if (!plain(status.limit) || !plain(status.remaining)) return undefined;
     size += 2 + varintSize(status.limit) + varintSize(status.remaining);
     if (status.resetsAtMs !== null) {
       resetsAtMs = status.resetsAtMs;
       if (!plain(resetsAtMs)) return undefined;
-      size += 2 + msMessageSize(resetsAtMs);
+      resetsAtSize = msMessageSize(resetsAtMs);
+      size += 2 + resetsAtSize;
     }
     const retryMs = retryAfterMsOf(answer);
     if (retryMs !== undefined) {
-      retryAfterMs = Math.max(0, Math.ceil(retryMs));
+      retryAfterMs = wholeMs(retryMs);
       if (!plain(retryAfterMs)) return undefined;
-      size += 2 + msMessageSize(retryAfterMs);
+      retryAfterSize = msMessageSize(retryAfterMs);
+      size += 2 + retryAfterSize;
     }
     if (answer.depletesAtMs !== undefined) {
       depletesAtMs = answer.depletesAtMs;
       if (!plain(depletesAtMs)) return undefined;
-      size += 2 + msMessageSize(depletesAtMs);
+      depletesAtSize = msMessageSize(depletesAtMs);
+      size += 2 + depletesAtSize;
     }
   }
 
@@ -369,16 +376,16 @@ function encodeAnswer(answer: CheckAnswer, cacheTtlMs: number): Uint8Array | und
     w.varint(status.limit);
     w.bytes[w.pos++] = Tag.Remaining;
     w.varint(status.remaining);
-    if (resetsAtMs >= 0) writeMsMessage(w, Tag.ResetsAt, resetsAtMs, msMessageSize(resetsAtMs));
-    if (retryAfterMs >= 0) writeMsMessage(w, Tag.RetryAfter, retryAfterMs, msMessageSize(retryAfterMs));
+    if (resetsAtSize >= 0) writeMsMessage(w, Tag.ResetsAt, resetsAtMs, resetsAtSize);
+    if (retryAfterSize >= 0) writeMsMessage(w, Tag.RetryAfter, retryAfterMs, retryAfterSize);
   }
-  writeMsMessage(w, Tag.CacheTtl, ttlMs, msMessageSize(ttlMs));
+  writeMsMessage(w, Tag.CacheTtl, ttlMs, ttlSize);
   writeStringField(w, Tag.DecisionId, answer.decisionId, decisionIdBytes);
   if (version !== 0) {
     w.bytes[w.pos++] = Tag.PolicyVersion;
     w.varint(version);
   }
-  if (depletesAtMs >= 0) writeMsMessage(w, Tag.DepletesAt, depletesAtMs, msMessageSize(depletesAtMs));
+  if (depletesAtSize >= 0) writeMsMessage(w, Tag.DepletesAt, depletesAtMs, depletesAtSize);
   if (fields !== undefined) writeBytes(w, fields.tail);
   if (w.pos !== size) throw new Error(`CheckResponse encoding wrote ${w.pos} of ${size} bytes`);
   return w.bytes;

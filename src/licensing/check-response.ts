@@ -25,9 +25,14 @@ export interface CheckAnswer {
   readonly depletesAtMs?: number | undefined;
 }
 
+/** `ms` rounded up to whole milliseconds, at least 0: how durations are written. */
+export function wholeMs(ms: number): number {
+  return Math.max(0, Math.ceil(ms));
+}
+
 /** A Duration of `ms` rounded up to whole milliseconds, at least 0. */
 export function durationOfMs(ms: number): Duration {
-  const whole = Math.max(0, Math.ceil(ms));
+  const whole = wholeMs(ms);
   // Literals as create() makes them, without its reflection: quota answers carry two or three.
   return { $typeName: "google.protobuf.Duration", seconds: BigInt(Math.floor(whole / 1000)), nanos: (whole % 1000) * 1_000_000 };
 }

@@ -129,23 +129,18 @@ describe("the specialized Check codec", () => {
 const PLAIN = [0, 1, 127, 128, 999, 1000, 1001, 16_383, 16_384, 2 ** 31, 2 ** 32 + 5, 1_800_000_000_123, Number.MAX_SAFE_INTEGER];
 const ODD = [-1, -1000, 1.5, 2 ** 53, 2 ** 60];
 
+/** An active licence without entitlements: the encoder reads only its ids, plan and version. */
+function snapshotOf(fields: Pick<LicenseSnapshot, "licenseId" | "accountId" | "plan" | "version">): LicenseSnapshot {
+  return { ...fields, status: "active", validFromMs: null, validUntilMs: null, environments: new Set(), entitlements: new Map() };
+}
+
 function randomAnswer(r: ReturnType<typeof random>): CheckAnswer {
   const number = () => (r.next() < 0.9 ? r.pick(PLAIN) : r.pick(ODD));
   const maybeNull = () => (r.next() < 0.3 ? null : number());
-  const snapshot: LicenseSnapshot | undefined =
+  const snapshot =
     r.next() < 0.2
       ? undefined
-      : {
-          licenseId: r.pick(STRINGS),
-          accountId: r.pick(STRINGS),
-          plan: r.pick(STRINGS),
-          status: "active",
-          validFromMs: null,
-          validUntilMs: null,
-          environments: new Set(),
-          version: r.next() < 0.2 ? 0 : number(),
-          entitlements: new Map(),
-        };
+      : snapshotOf({ licenseId: r.pick(STRINGS), accountId: r.pick(STRINGS), plan: r.pick(STRINGS), version: r.next() < 0.2 ? 0 : number() });
   const status: LimitStatus | undefined =
     r.next() < 0.3 ? undefined : { limit: number(), remaining: number(), resetsAtMs: maybeNull(), retryAtMs: maybeNull() };
   const allow = r.next() < 0.5;
@@ -183,17 +178,7 @@ describe("the gRPC port's answer encoder", () => {
     const answer: CheckAnswer = {
       decisionId: "0b6c5a56-3f39-4d8e-9a41-6f0c2d7e8b15",
       verdict: { allow: true, reason: Reason.OK, message: "allowed" },
-      snapshot: {
-        licenseId: "lic-1",
-        accountId: "acct-1",
-        plan: "pro",
-        status: "active",
-        validFromMs: null,
-        validUntilMs: null,
-        environments: new Set(),
-        version: 3,
-        entitlements: new Map(),
-      },
+      snapshot: snapshotOf({ licenseId: "lic-1", accountId: "acct-1", plan: "pro", version: 3 }),
       status: { limit: 1_000_000, remaining: 999_000, resetsAtMs: 1_800_000_000_000, retryAtMs: null },
       consumed: true,
       nowMs: 1_700_000_000_000,
