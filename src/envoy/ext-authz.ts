@@ -20,7 +20,7 @@ import { Authorization, CheckRequestSchema } from "../gen/envoy/service/auth/v3/
 import type { CheckResponse, OkHttpResponse } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
 import type { Status } from "../gen/google/rpc/status_pb.js";
 import { isPromise } from "../licensing/sync.js";
-import { undecodableRequest } from "../server/errors.js";
+import { decodeRequestWith } from "../server/errors.js";
 import type { RawUnaryHandler } from "../server/grpc-server.js";
 import { bindService, type ServiceBinding } from "../server/rpc.js";
 import { createAuthorizer, type AuthzDeps, type ProxiedRequest, type RouteSetting } from "./authorizer.js";
@@ -58,12 +58,7 @@ export function createAuthorizationBinding(deps: AuthzDeps): ServiceBinding<type
 export function createExtAuthzGrpcHandler(deps: AuthzDeps): RawUnaryHandler {
   const authorize = createAuthorizer(deps);
   return (bytes, context) => {
-    let request: EnvoyAuthzInput;
-    try {
-      request = decodeEnvoyCheckRequest(bytes);
-    } catch (err) {
-      throw undecodableRequest(CheckRequestSchema.typeName, err);
-    }
+    const request = decodeRequestWith(CheckRequestSchema.typeName, decodeEnvoyCheckRequest, bytes);
     const answer = authorize(proxiedRequestOf(request), context);
     return isPromise(answer) ? answer.then(answerBytes) : answerBytes(answer);
   };

@@ -5,13 +5,12 @@
 import {
   CheckRequestSchema,
   LicensingService,
-  type CheckRequest,
   type ReportRequestSchema,
   type ReportResponseSchema,
   type ScaleRequestSchema,
   type ScaleResponseSchema,
 } from "../gen/licensing/v1/licensing_pb.js";
-import { undecodableRequest } from "../server/errors.js";
+import { decodeRequestWith } from "../server/errors.js";
 import type { RawUnaryHandler } from "../server/grpc-server.js";
 import { bindService, type ServiceBinding, type UnaryHandler } from "../server/rpc.js";
 import { createCheckDecider, createCheckHandler, type CheckDeps } from "./check.js";
@@ -44,12 +43,7 @@ export function createCheckGrpcHandler(deps: CheckDeps): RawUnaryHandler {
   const decideCheck = createCheckDecider(deps);
   const encode = createCheckAnswerEncoder(deps.cacheTtlMs);
   return (bytes, context) => {
-    let request: CheckRequest;
-    try {
-      request = decodeCheckRequest(bytes);
-    } catch (err) {
-      throw undecodableRequest(CheckRequestSchema.typeName, err);
-    }
+    const request = decodeRequestWith(CheckRequestSchema.typeName, decodeCheckRequest, bytes);
     const answer = decideCheck(request, context);
     return isPromise(answer) ? answer.then(encode) : encode(answer);
   };

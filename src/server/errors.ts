@@ -59,10 +59,18 @@ export function decodeRequest<Desc extends DescMessage>(
   schema: Desc,
   bytes: Uint8Array,
 ): MessageShape<Desc> {
+  return decodeRequestWith(schema.typeName, (b) => fromBinary(schema, b), bytes);
+}
+
+/**
+ * The same for a specialized decoder of `typeName` (the hot paths' own codecs): whatever it
+ * throws becomes INVALID_ARGUMENT naming the type.
+ */
+export function decodeRequestWith<B, T>(typeName: string, decode: (bytes: B) => T, bytes: B): T {
   try {
-    return fromBinary(schema, bytes);
+    return decode(bytes);
   } catch (err) {
-    throw undecodableRequest(schema.typeName, err);
+    throw undecodableRequest(typeName, err);
   }
 }
 
