@@ -7,7 +7,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createLicensingClient, Decision, Reason } from "../../src/index.js";
 import {
   CheckRequestSchema,
@@ -355,6 +355,9 @@ describe("first start on an empty embedded database", () => {
 
   it("seeds the demo and prints a grpcurl and a curl line whose key works", async () => {
     service = await startService();
+    // "serving" arrives on stdout; the banner on stderr, a separate pipe, may land a moment later.
+    const started = service;
+    await vi.waitFor(() => expect(started.stderr()).toContain("curl -s"), { timeout: 5_000 });
     const banner = service.stderr();
     const grpcurl = banner.split("\n").find((line) => line.includes("grpcurl -plaintext"));
     const curl = banner.split("\n").find((line) => line.includes("curl -s"));
