@@ -301,24 +301,33 @@ function bound(options: BenchOptions, seconds = options.durationSeconds): LoadBo
     : { kind: "duration", seconds, warmupSeconds: options.warmupSeconds };
 }
 
+interface LoadOptions {
+  /** Rate of the paced (denied) connection of a 4 × 4 run; unused at 16 × 32. */
+  readonly pacedRps?: number;
+  /** CPUs h2load is pinned to (`taskset -c`); unpinned when absent. */
+  readonly cpus?: string | undefined;
+  /** Seconds of load (after the usual warm-up), or an explicit bound; default the run's duration. */
+  readonly seconds?: number | LoadBound;
+  /**
+   * Whether p50/p99 are wanted: h2load then writes a line per request (--log-file), which
+   * costs it about a third more CPU per request. Runs that report only throughput skip it, so
+   * an unpinned run (the workers part) leaves that CPU to the servers.
+   */
+  readonly latency?: boolean;
+}
+
 /** One h2load run of a scenario against `ports`; fails if any request failed. */
-async function load(
-  ctx: Context,
-  scenario: Scenario,
-  ports: readonly number[],
-  pacedRps: number,
-  cpus: string | undefined,
-  seconds?: number | LoadBound,
-): Promise<LoadResult> {
-  const logDir = await mkdtemp(join(ctx.tmp, "log-"));
+async function load(ctx: Context, scenario: Scenario, ports: readonly number[], options: LoadOptions = {}): Promise<LoadResult> {
+  const logDir = options.latency === true ? await mkdtemp(join(ctx.tmp, "log-")) : undefined;
+  const seconds = options.seconds;
   try {
     const result = await runLoad({
       h2load: ctx.options.h2load,
       path: scenario.mix.path,
-      parts: partsFor(scenario, ports, pacedRps),
+      parts: partsFor(scenario, ports, options.pacedRps ?? 0),
       bound: typeof seconds === "object" ? seconds : bound(ctx.options, seconds),
-      ...(cpus === undefined ? {} : { cpus }),
-      logDir,
+      ...(options.cpus === undefined ? {} : { cpus: options.cpus }),
+      ...(logDir === undefined ? {} : { logDir }),
       timeoutMs: 120_000,
     });
     if (result.failed > 0 || result.succeeded === 0) {
@@ -327,7 +336,7 @@ async function load(
     }
     return result;
   } finally {
-    await rm(logDir, { recursive: true, force: true });
+    if (logDir !== undefined) await rm(logDir, { recursive: true, force: true });
   }
 }
 
@@ -356,7 +365,7 @@ async function measureScenarios(ctx: Context, scenarios: readonly Scenario[]): P
         const server = variant === "service" ? ctx.service : ctx.bare;
         const paced = 0.1 * (lastThroughput.get(`${variant}:${scenario.mix.id}`) ?? 1000);
         const before = variant === "service" ? ctx.db.counter?.roundTrips() : undefined;
-        const result = await load(ctx, scenario, [server.grpcPort], paced, ctx.place.load);
+        const result = await load(ctx, scenario, [server.grpcPort], { pacedRps: paced, cpus: ctx.place.load, latency: true });
         const trips = before === undefined ? undefined : (ctx.db.counter?.roundTrips() ?? before) - before;
         if (scenario.shape === "16x32") lastThroughput.set(`${variant}:${scenario.mix.id}`, result.reqPerSec);
         results.get(scenario.id)?.[variant].push(measurement(result, trips));
@@ -378,7 +387,7 @@ async function measureScenarios(ctx: Context, scenarios: readonly Scenario[]): P
 async function warmUp(ctx: Context, mixes: readonly Mix[]): Promise<void> {
   for (const mix of mixes) {
     const scenario: Scenario = { id: `warm-${mix.id}`, title: `warm-up ${mix.id}`, mix, shape: "16x32" };
-    for (const server of [ctx.service, ctx.bare]) await load(ctx, scenario, [server.grpcPort], 0, ctx.place.load, 2);
+    for (const server of [ctx.service, ctx.bare]) await load(ctx, scenario, [server.grpcPort], { cpus: ctx.place.load, seconds: 2 });
   }
 }
 
@@ -500,14 +509,14 @@ async function measureWorkers(ctx: Context, mix: Mix): Promise<WorkersResult | S
     // The same warm-up for both, alternating, so neither has seen more traffic than the other.
     const warmSeconds = ctx.options.mode === "smoke" ? undefined : WORKERS_WARMUP_SECONDS;
     for (let round = 0; round < 2; round++) {
-      for (const n of [1, 2] as const) await load(ctx, scenario, ports[n], 0, undefined, warmSeconds);
+      for (const n of [1, 2] as const) await load(ctx, scenario, ports[n], { seconds: warmSeconds });
     }
     const one: number[] = [];
     const two: number[] = [];
     for (let rep = 0; rep < ctx.options.reps; rep++) {
       const order = rep % 2 === 0 ? ([1, 2] as const) : ([2, 1] as const);
       for (const n of order) {
-        const result = await load(ctx, scenario, ports[n], 0, undefined);
+        const result = await load(ctx, scenario, ports[n]);
         (n === 1 ? one : two).push(result.reqPerSec);
         progress(`rep ${rep + 1}/${ctx.options.reps} ${n} worker(s): ${fmtRate(result.reqPerSec)} req/s`);
       }
@@ -567,10 +576,10 @@ async function measureScale(ctx: Context, secrets: readonly string[]): Promise<E
     const service: number[] = [];
     const bare: number[] = [];
     for (let rep = 0; rep < Math.min(3, ctx.options.reps); rep++) {
-      service.push((await load(ctx, scenario, [ctx.service.grpcPort], 0, ctx.place.load)).reqPerSec);
+      service.push((await load(ctx, scenario, [ctx.service.grpcPort], { cpus: ctx.place.load })).reqPerSec);
       // The bare server answers Check only; its Check rate is the transport's ceiling.
       const bareMix = { ...checkScenario, mix: { ...mix, path: PATHS.check } };
-      bare.push((await load(ctx, bareMix, [ctx.bare.grpcPort], 0, ctx.place.load)).reqPerSec);
+      bare.push((await load(ctx, bareMix, [ctx.bare.grpcPort], { cpus: ctx.place.load })).reqPerSec);
     }
     return { title, figure: `${fmtRate(median(service))} req/s`, detail: `${medianRatio(service, bare).toFixed(2)}× the bare server's Check rate; every call succeeded` };
   } finally {
@@ -607,7 +616,7 @@ async function profileRun(ctx: Context, variant: "service" | "bare", mix: Mix, t
   try {
     await sleep(1000);
     const scenario: Scenario = { id: `profile-${variant}`, title, mix, shape: "16x32" };
-    const result = await load(ctx, scenario, [profiled.grpcPort], 0, ctx.place.load, { kind: "duration", seconds: PROFILE_SECONDS, warmupSeconds: 0 });
+    const result = await load(ctx, scenario, [profiled.grpcPort], { cpus: ctx.place.load, seconds: { kind: "duration", seconds: PROFILE_SECONDS, warmupSeconds: 0 } });
     if (variant === "service") {
       ctx.commands.push(
         `# profile: each server restarted once as node --cpu-prof --cpu-prof-dir=DIR ..., idle 1 s, then this load for ${PROFILE_SECONDS} s (same against the bare server)`,
