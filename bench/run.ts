@@ -524,7 +524,7 @@ async function measureWorkers(ctx: Context, mix: Mix): Promise<WorkersResult | S
     return {
       mode,
       placement:
-        "two fresh services started for this comparison (WORKERS=1 and WORKERS=2), warmed alike, nothing pinned (two server processes need both CPUs): servers and h2load share the 2 CPUs in both variants",
+        "two fresh services started for this comparison (WORKERS=1 and WORKERS=2), warmed alike, nothing pinned (two server processes need both CPUs): servers and h2load share the 2 CPUs in both variants, h2load at nice 19 and without a per-request log",
       one,
       two,
     };
