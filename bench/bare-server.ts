@@ -1,11 +1,13 @@
 /**
  * The reference for every ratio in bench/RESULTS.md: a bare @grpc/grpc-js server that answers
  * each call with a constant, pre-encoded response, on the same method paths the service serves.
- * Whatever the service costs beyond this is the price of deciding (decode, credential lookup,
- * decision, response build and encode, decision log); what both pay is grpc-js and HTTP/2.
+ * It is what a plain grpc-js service costs with nothing to decide: the service has to decide
+ * (decode, credential lookup, decision, response encode, decision log) and still keep up with it.
+ * The service answers these two paths on its fast lane (src/server/unary-fast-lane.ts), straight
+ * on node:http2; this server answers them through grpc-js, as any grpc-js service would.
  *
  * It uses the same transport settings the service does (raw-bytes method definitions, 1000
- * concurrent streams, 4 MiB messages) so the two differ only in the handler.
+ * concurrent streams, 4 MiB messages).
  *
  * Usage: node dist/bench/bare-server.js [port]   (port 0 or absent: a free one)
  * Prints one JSON line `{"bare":"listening","port":N}` to stdout once bound; exits on SIGTERM.

@@ -3,7 +3,7 @@
  * reference server (`node dist/bench/bare-server.js`), each optionally pinned to CPUs with
  * taskset, on ports chosen here (the service logs at warn, so it never says which port it got).
  * Both run under the service's production Node flags (package.json `config.nodeFlags`, what
- * `npm start` and the Dockerfile pass), so the two differ only in the handler.
+ * `npm start` and the Dockerfile pass), so the flags are not what differs between them.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";

@@ -277,11 +277,11 @@ export function renderResults(r: BenchResults): string {
     `- Each scenario ran ${r.repetitions} time(s) per variant (${r.bound}), alternating service and bare server (odd repetitions service first, even ones bare first). Figures are medians; ratios are medians of the per-repetition ratios, and the scenario table's last column shows how far those spread.`,
     "- h2load sends one body per process, so a mix is several h2load processes started together (one pre-encoded gRPC frame each) sharing the connections; their req/s are summed and their per-request logs pooled for p50/p99.",
     "- 16 × 32 (throughput): 8 h2load processes × 2 connections × 32 streams: 7 allowed bodies on 7 keys of 7 licences and 1 denied (FEATURE_NOT_ENTITLED), 87.5% allowed by connection share. 4 × 4 (latency): 3 allowed processes × 1 connection × 4 streams, closed loop, and 1 denied connection paced (--rps) at about 10% of the scenario's throughput.",
-    "- The bare server (bench/bare-server.ts) is @grpc/grpc-js with the service's transport settings and raw-bytes method definitions, answering a constant pre-encoded CheckResponse (or Envoy CheckResponse), shaped like the service's allowed answer so both send about as many bytes, on the same method path.",
+    "- The bare server (bench/bare-server.ts) is @grpc/grpc-js with the service's transport settings and raw-bytes method definitions, answering a constant pre-encoded CheckResponse (or Envoy CheckResponse), shaped like the service's allowed answer so both send about as many bytes, on the same method path. The service answers both Checks on its fast lane (src/server/unary-fast-lane.ts: straight on node:http2, every other call handed to grpc-js), so it does not pay grpc-js's per-call cost for them; the bare server does.",
     "- Service defaults throughout (decision log on, DECISION_LOG=denies), LOG_LEVEL=warn, DEMO_SEED=off.",
     r.nodeFlags === undefined || r.nodeFlags === ""
       ? "- Both servers ran with Node's default flags."
-      : `- Both servers ran under the service's production Node flags, \`${r.nodeFlags}\` (package.json \`config.nodeFlags\`, as \`npm start\` and the Dockerfile pass them), so they differ only in the handler.`,
+      : `- Both servers ran under the service's production Node flags, \`${r.nodeFlags}\` (package.json \`config.nodeFlags\`, as \`npm start\` and the Dockerfile pass them).`,
     "",
     "## Scenarios",
     "",

@@ -357,6 +357,10 @@ export function createApp(options: AppOptions): App {
       logger: logger.child({ component: "http" }),
     });
     const grpcPort = await grpc.listen(config.host, config.grpcPort);
+    const grpcServer = grpc;
+    metrics.registerSource("grpc", () => ({ fast_lane: grpcServer.fastLane ? 1 : 0 }), {
+      fast_lane: { help: "Processes answering Check and Envoy's Check on the gRPC fast lane (0: grpc-js serves them, slower)." },
+    });
     const httpPort = await http.listen(config.host, config.httpPort);
     logger.info({ host: config.host, grpcPort, httpPort }, "listening (not serving until migrated)");
 

@@ -8,6 +8,10 @@
  * fault (INVALID_ARGUMENT). Responses are encoded in the wrapper too, so a response that cannot
  * be encoded is logged like any other bug.
  *
+ * The `rawUnary` methods (Check, Envoy's Check) are answered on the fast lane (unary-fast-lane.ts),
+ * straight on node:http2 in front of grpc-js, which still serves every other call on the port and
+ * the rare forms of those two (compressed requests) through the same handlers.
+ *
  * Also mounted: `grpc.health.v1.Health` (health.ts) and server reflection v1/v1alpha
  * (reflection.ts), so grpcurl, ghz and Kubernetes probes work without .proto files.
  *
@@ -22,6 +26,7 @@ import { createHealthService } from "./health.js";
 import type { HealthRegistry } from "./health.js";
 import { createReflectionIndex, createReflectionServices, REFLECTION_FILES } from "./reflection.js";
 import type { RpcContext, ServiceBinding, UnaryHandler } from "./rpc.js";
+import { installFastLane } from "./unary-fast-lane.js";
 
 /** The two log levels the transports use; a pino logger fits. */
 export interface ServerLogger {
@@ -63,7 +68,8 @@ export interface GrpcServerOptions {
    * Unary methods answered from the request's bytes straight to the response's, by method path:
    * they replace the binding's handler and codec for that path on this port (the HTTP port still
    * serves the binding). For a method whose answer is cheaper to write than to build as a
-   * message. A raw handler throws `undecodableRequest` for bytes it cannot read.
+   * message. A raw handler throws `undecodableRequest` for bytes it cannot read. Once listening,
+   * these methods run on the fast lane (unary-fast-lane.ts).
    */
   readonly rawUnary?: ReadonlyMap<string, RawUnaryHandler>;
   /** Streaming services mounted as they are (e.g. KEDA's external scaler); closed on shutdown. */
@@ -81,6 +87,11 @@ export interface GrpcServer {
   shutdown(graceMs: number): Promise<void>;
   /** The underlying grpc-js server (for adding services main.ts owns, e.g. Envoy ext_authz). */
   readonly server: grpc.Server;
+  /**
+   * True once `listen` has put the fast lane (unary-fast-lane.ts) in front of grpc-js for the
+   * `rawUnary` methods; false before, without `rawUnary`, or if grpc-js could not be hooked.
+   */
+  readonly fastLane: boolean;
 }
 
 /**
@@ -115,9 +126,27 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   for (const mount of mounts) server.addService(rawServiceDefinition(mount.service), mount.implementation);
 
   let shuttingDown: Promise<void> | undefined;
+  let fastLane = false;
   return {
     server,
-    listen: (host, port) => bind(server, host, port),
+    get fastLane() {
+      return fastLane;
+    },
+    async listen(host, port) {
+      const boundPort = await bind(server, host, port);
+      if (options.rawUnary !== undefined && options.rawUnary.size > 0) {
+        fastLane = installFastLane(server, {
+          methods: options.rawUnary,
+          maxReceiveMessageBytes: options.maxReceiveMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+          maxSendMessageBytes: options.maxSendMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+          logger: options.logger,
+          onCall: options.onCall,
+        });
+        // Slower, not wrong: grpc-js still serves these methods.
+        if (!fastLane) options.logger.warn({}, "grpc-js internals changed: the unary fast lane is off, Check runs through grpc-js");
+      }
+      return boundPort;
+    },
     shutdown(graceMs) {
       shuttingDown ??= shutdown(server, graceMs, () => {
         options.health.setAll("NOT_SERVING");

@@ -119,6 +119,11 @@ describe.each(testBackends())("the service end to end on %s", (backend) => {
     expect(ready.status).toBe(200);
   });
 
+  it("answers Check on the gRPC fast lane", async () => {
+    const metrics = await (await fetch(`${service.httpUrl}/metrics`)).text();
+    expect(metrics).toMatch(/^licensing_grpc_fast_lane 1$/m);
+  });
+
   it("licensing apply creates the declared objects and prints each new key's secret once", async () => {
     const result = await admin(["apply", "-f", rulesFile, "--output", "json"]);
     expect(result.stderr).toBe("");

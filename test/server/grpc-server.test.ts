@@ -21,6 +21,7 @@ import {
   fakeCheckResponse,
   fakeLicensingBinding,
   LEAKED_SECRET,
+  rawCheckHandler,
   rawClient,
   rawUnary,
   recordingLogger,
@@ -31,7 +32,11 @@ import type { RecordingLogger } from "./support.js";
 const CHECK = "/licensing.v1.LicensingService/Check";
 const MAX_RECEIVE_BYTES = 64 * 1024;
 
-describe("gRPC port", () => {
+// Once through grpc-js alone, once with Check on the fast lane (unary-fast-lane.ts): same answers.
+describe.each([
+  { path: "grpc-js", lane: false },
+  { path: "the fast lane", lane: true },
+])("gRPC port, Check through $path", ({ lane }) => {
   const seen: { signal?: AbortSignal } = {};
   const calls: { rpc: string; code: number }[] = [];
   let logger: RecordingLogger;
@@ -41,8 +46,10 @@ describe("gRPC port", () => {
 
   beforeAll(async () => {
     logger = recordingLogger();
+    const binding = fakeLicensingBinding(seen);
     server = createGrpcServer({
-      bindings: [fakeLicensingBinding(seen)],
+      bindings: [binding],
+      rawUnary: lane ? new Map([[CHECK, rawCheckHandler(binding)]]) : undefined,
       health: createHealthRegistry("SERVING"),
       reflectionFiles: [file_licensing_v1_licensing],
       maxReceiveMessageBytes: MAX_RECEIVE_BYTES,
@@ -51,6 +58,10 @@ describe("gRPC port", () => {
     });
     port = await server.listen("127.0.0.1", 0);
     client = rawClient(port);
+  });
+
+  it(lane ? "puts Check on the fast lane" : "leaves every call to grpc-js", () => {
+    expect(server.fastLane).toBe(lane);
   });
 
   afterAll(async () => {

@@ -7,14 +7,15 @@ import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
+  CheckRequestSchema,
   CheckResponseSchema,
   Decision,
   LicensingService,
   Reason,
 } from "../../src/gen/licensing/v1/licensing_pb.js";
 import type { CheckRequest, CheckResponse } from "../../src/gen/licensing/v1/licensing_pb.js";
-import { invalidArgument } from "../../src/server/errors.js";
-import type { ServerLogger } from "../../src/server/grpc-server.js";
+import { decodeRequest, invalidArgument } from "../../src/server/errors.js";
+import type { RawUnaryHandler, ServerLogger } from "../../src/server/grpc-server.js";
 import { bindService } from "../../src/server/rpc.js";
 import type { RpcContext } from "../../src/server/rpc.js";
 
@@ -68,6 +69,15 @@ export function fakeLicensingBinding(seen: { signal?: AbortSignal } = {}) {
       throw new Error(`connect ECONNREFUSED ${LEAKED_SECRET}`);
     },
   });
+}
+
+/** The binding's Check as a raw-bytes handler (what `rawUnary` and the fast lane take). */
+export function rawCheckHandler(binding: ReturnType<typeof fakeLicensingBinding>): RawUnaryHandler {
+  return (bytes, context) => {
+    const answer = binding.handlers.check(decodeRequest(CheckRequestSchema, bytes), context);
+    const encode = (response: CheckResponse) => toBinary(CheckResponseSchema, response);
+    return answer instanceof Promise ? answer.then(encode) : encode(answer);
+  };
 }
 
 export interface RecordingLogger extends ServerLogger {
