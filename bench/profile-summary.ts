@@ -235,7 +235,7 @@ export function perRequestComparison(
   const rows = buckets.map((bucket) => {
     const s = us(serviceBuckets.get(bucket), serviceRequests);
     const b = us(bareBuckets.get(bucket), bareRequests);
-    return `| ${bucket} | ${s.toFixed(1)} | ${b.toFixed(1)} | ${(s - b >= 0 ? "+" : "") + (s - b).toFixed(1)} |`;
+    return `| ${bucket} | ${s.toFixed(1)} | ${b.toFixed(1)} | ${signed(s - b)} |`;
   });
   const total = (summary: ProfileSummary, requests: number) => us(summary.busyMs, requests);
   const st = total(service, serviceRequests);
@@ -244,6 +244,11 @@ export function perRequestComparison(
     "| CPU per request, by area | service µs | bare µs | service − bare µs |",
     "|---|---:|---:|---:|",
     ...rows,
-    `| **total busy** | **${st.toFixed(1)}** | **${bt.toFixed(1)}** | **+${(st - bt).toFixed(1)}** |`,
+    `| **total busy** | **${st.toFixed(1)}** | **${bt.toFixed(1)}** | **${signed(st - bt)}** |`,
   ].join("\n");
+}
+
+/** A difference with its sign: `+1.0`, `-7.5`. */
+function signed(value: number): string {
+  return (value >= 0 ? "+" : "") + value.toFixed(1);
 }

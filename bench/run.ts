@@ -651,7 +651,7 @@ async function profileBoth(ctx: Context, mix: Mix, load: string): Promise<{ mark
   const note = [
     `Both servers were profiled (node --cpu-prof, pinned as above) under the same load for ${PROFILE_SECONDS} s: ${load}, 16 × 32. ` +
       `The service answered ${fmtRate(service.reqPerSec)} req/s using ${perRequest(service).toFixed(1)} µs of CPU per request; the bare server ${fmtRate(bare.reqPerSec)} req/s using ${perRequest(bare).toFixed(1)} µs. ` +
-      "On one saturated core the throughput ratio is the inverse of this CPU ratio, so the table below is where the missing throughput goes (busy CPU only; start-up excluded).",
+      "On one saturated core the throughput ratio is the inverse of this CPU ratio, so the table below is where the two differ (busy CPU only; start-up excluded).",
     "",
     perRequestComparison(service.summary, service.requests, bare.summary, bare.requests),
     "",

@@ -113,6 +113,9 @@ const OK_TRAILERS = Object.freeze({ "grpc-status": "0", "grpc-message": "OK" });
 const RESPOND_WITH_TRAILERS = Object.freeze({ waitForTrailers: true });
 const END_STREAM = Object.freeze({ endStream: true });
 
+/** Headers grpc-js keeps from handlers' metadata (pseudo-headers aside). */
+const NOT_METADATA = new Set(["grpc-timeout", "grpc-encoding", "grpc-accept-encoding", "accept-encoding", "te", "content-type"]);
+
 const DEADLINE_PATTERN = /(\d{1,8})\s*([HMSmun])/;
 const DEADLINE_UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
 
@@ -159,14 +162,10 @@ class LaneCall implements RpcContext {
   }
 
   header(name: string): string | undefined {
-    if (name.endsWith("-bin")) return undefined;
+    if (name.endsWith("-bin") || NOT_METADATA.has(name) || name.startsWith(":")) return undefined;
     const value = this.headers[name];
-    if (value === undefined) return undefined;
-    // As grpc-js's Metadata: repeated headers arrive joined by ", "; the first value counts.
-    const first = typeof value === "string" ? value : value[0];
-    if (first === undefined) return undefined;
-    const comma = first.indexOf(",");
-    return comma < 0 ? first : first.slice(0, comma).trim();
+    // As grpc-js's Metadata: a repeated header is the one value node:http2 joined with ", ".
+    return typeof value === "string" ? value : value?.[0];
   }
 
   /** Aborted when the client cancels or the deadline passes before the answer is sent. */
@@ -258,9 +257,13 @@ class LaneCall implements RpcContext {
     frame[0] = 0;
     frame.writeUInt32BE(bytes.length, 1);
     frame.set(bytes, 5);
-    stream.respond(RESPONSE_HEADERS, RESPOND_WITH_TRAILERS);
-    stream.on("wantTrailers", sendOkTrailers);
-    stream.end(frame);
+    try {
+      stream.respond(RESPONSE_HEADERS, RESPOND_WITH_TRAILERS);
+      stream.on("wantTrailers", sendOkTrailers);
+      stream.end(frame);
+    } catch (err) {
+      this.#unsent(err);
+    }
   }
 
   #reject(err: unknown): void {
@@ -287,14 +290,24 @@ class LaneCall implements RpcContext {
     this.#finish();
     const stream = this.stream;
     if (stream.destroyed || stream.closed) return;
-    if (!stream.headersSent) {
-      stream.respond(
-        { ":status": 200, "content-type": "application/grpc+proto", "grpc-status": String(code), "grpc-message": encodeURI(details) },
-        END_STREAM,
-      );
+    try {
+      if (!stream.headersSent) {
+        stream.respond(
+          { ":status": 200, "content-type": "application/grpc+proto", "grpc-status": String(code), "grpc-message": encodeURI(details) },
+          END_STREAM,
+        );
+      }
+      // Whatever the client still sends is read and dropped, so the stream can close.
+      stream.resume();
+    } catch (err) {
+      this.#unsent(err);
     }
-    // Whatever the client still sends is read and dropped, so the stream can close.
-    stream.resume();
+  }
+
+  /** node:http2 refused the answer (the session went away between the check and the write). */
+  #unsent(err: unknown): void {
+    this.method.options.logger.error({ err, rpc: this.method.rpc }, "could not send the answer");
+    this.stream.destroy();
   }
 
   #finish(): void {

@@ -88,6 +88,20 @@ describe.each([
     expect(result.response.limit).toBe(1000n);
   });
 
+  it("shows handlers metadata as grpc-js does: repeated values joined, no transport headers", async () => {
+    const metadata = new grpc.Metadata();
+    metadata.add("x-tenant", "t1");
+    metadata.add("x-tenant", "t2");
+    const seenAs = async (name: string) => {
+      const result = await check(`header:${name}`, metadata);
+      return result.ok ? result.response.message : `error ${result.error.code}`;
+    };
+    expect(await seenAs("x-tenant")).toBe("t1, t2");
+    for (const name of [":authority", ":path", "te", "content-type", "grpc-accept-encoding", "x-absent"]) {
+      expect(await seenAs(name)).toBe("undefined");
+    }
+  });
+
   it("answers the same whether the handler returns a value or a Promise", async () => {
     const sync = await check("export");
     const async = await check("async");

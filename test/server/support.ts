@@ -43,7 +43,8 @@ export function fakeCheckResponse(request: CheckRequest, context: RpcContext): C
 /**
  * check: answers `fakeCheckResponse`; by feature: "async" answers through a Promise,
  * "async-error" rejects with a plain Error, "signal" records the signal it saw, "hang" waits for
- * the signal to abort, "unavailable" throws UNAVAILABLE;
+ * the signal to abort, "unavailable" throws UNAVAILABLE, "header:NAME" answers with
+ * `context.header(NAME)` as its message;
  * report: throws INVALID_ARGUMENT naming a field; scale: throws a plain Error with a secret.
  */
 export function fakeLicensingBinding(seen: { signal?: AbortSignal } = {}) {
@@ -60,6 +61,9 @@ export function fakeLicensingBinding(seen: { signal?: AbortSignal } = {}) {
         });
       }
       if (request.feature === "unavailable") throw new ConnectError("store is away", Code.Unavailable);
+      if (request.feature.startsWith("header:")) {
+        return create(CheckResponseSchema, { message: String(context.header(request.feature.slice("header:".length))) });
+      }
       return fakeCheckResponse(request, context);
     },
     report() {
