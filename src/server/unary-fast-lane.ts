@@ -116,6 +116,7 @@ const END_STREAM = Object.freeze({ endStream: true });
 /** Headers grpc-js keeps from handlers' metadata (pseudo-headers aside). */
 const NOT_METADATA = new Set(["grpc-timeout", "grpc-encoding", "grpc-accept-encoding", "accept-encoding", "te", "content-type"]);
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
 const DEADLINE_PATTERN = /(\d{1,8})\s*([HMSmun])/;
 const DEADLINE_UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
 
@@ -187,8 +188,10 @@ class LaneCall implements RpcContext {
       this.#fail(STATUS_INTERNAL, `Invalid grpc-timeout value "${text}"`);
       return false;
     }
-    const ms = (Number(match[1]) * (DEADLINE_UNIT_MS[match[2]!] ?? 0)) | 0;
-    this.#deadlineTimer = setTimeout(() => this.#expire(), ms);
+    const ms = Math.floor(Number(match[1]) * (DEADLINE_UNIT_MS[match[2]!] ?? 0));
+    // Beyond what a timer can hold (24.8 days) is as good as no deadline. (grpc-js truncates it
+    // to 32 bits, which can turn a 30-day deadline into an instant DEADLINE_EXCEEDED.)
+    if (ms <= MAX_TIMER_MS) this.#deadlineTimer = setTimeout(() => this.#expire(), ms);
     return true;
   }
 

@@ -216,6 +216,18 @@ describe("gRPC fast lane on the wire", () => {
     expect(lane.seen.signal?.aborted).toBe(true);
   });
 
+  it("serves a deadline longer than a timer can hold as no deadline", async () => {
+    // 30 days: 2.6e9 ms, past setTimeout's 2^31 - 1. The answer is held long enough for a
+    // timer that misread it to fire first.
+    let release = (): void => {};
+    lane.hold = new Promise((resolve) => (release = resolve));
+    const pending = lane.call([frame(checkBytes("export"))], { "grpc-timeout": "2592000S" });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    release();
+    lane.hold = undefined;
+    expect(statusOf(await pending)).toEqual({ code: "0", message: "OK" });
+  });
+
   it("aborts the handler's signal when the client cancels, and keeps serving", async () => {
     delete lane.seen.signal;
     const stream = lane.session.request({ ":method": "POST", ":path": CHECK, "content-type": "application/grpc", te: "trailers" });
