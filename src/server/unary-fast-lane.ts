@@ -17,28 +17,27 @@
  * (DEADLINE_EXCEEDED, the handler's signal aborted), client cancellation (signal aborted, nothing
  * sent), the receive and send size limits (RESOURCE_EXHAUSTED), exactly one request message
  * (UNIMPLEMENTED otherwise, as grpc-js), the same response headers, trailers and trailers-only
- * errors with `grpc-message` percent-encoded. test/integration/grpc-fast-lane.test.ts holds
- * both paths to that.
+ * errors with `grpc-message` percent-encoded. test/server/grpc-fast-lane.test.ts holds both
+ * paths to that.
  *
  * grpc-js has no public hook for this, so the lane reaches its HTTP/2 servers through a private
- * field. If a grpc-js upgrade moves it, `install` returns false and every call goes through
- * grpc-js as before: slower, never wrong (the test above fails, so it is noticed).
+ * field. If a grpc-js upgrade moves it, `installFastLane` returns false and every call goes
+ * through grpc-js as before: slower, never wrong. The tests that expect the lane on fail, so it
+ * is noticed.
  */
 import type * as http2 from "node:http2";
 import type * as grpc from "@grpc/grpc-js";
 import { isUnexpectedError, toGrpcStatus } from "./errors.js";
+import type { GrpcCallObserver, RawUnaryHandler, ServerLogger } from "./grpc-server.js";
 import type { RpcContext } from "./rpc.js";
-
-/** Raw unary handler: request bytes off the wire in, response bytes out (see grpc-server.ts). */
-type RawHandler = (request: Buffer, context: RpcContext) => Uint8Array | Promise<Uint8Array>;
 
 export interface FastLaneOptions {
   /** Handlers by gRPC path (`/licensing.v1.LicensingService/Check`). */
-  readonly methods: ReadonlyMap<string, RawHandler>;
+  readonly methods: ReadonlyMap<string, RawUnaryHandler>;
   readonly maxReceiveMessageBytes: number;
   readonly maxSendMessageBytes: number;
-  readonly logger: { error(obj: object, msg: string): void };
-  readonly onCall: ((rpc: string, code: number, durationMs: number) => void) | undefined;
+  readonly logger: ServerLogger;
+  readonly onCall: GrpcCallObserver | undefined;
 }
 
 type StreamListener = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => void;
@@ -97,7 +96,7 @@ function isPlainUnary(headers: http2.IncomingHttpHeaders): boolean {
 
 interface LaneMethod {
   readonly rpc: string;
-  readonly handler: RawHandler;
+  readonly handler: RawUnaryHandler;
   readonly options: FastLaneOptions;
   readonly noMessage: string;
 }
