@@ -26,7 +26,7 @@
  * is noticed.
  */
 import type * as http2 from "node:http2";
-import type * as grpc from "@grpc/grpc-js";
+import * as grpc from "@grpc/grpc-js";
 import { isUnexpectedError, toGrpcStatus } from "./errors.js";
 import type { GrpcCallObserver, RawUnaryHandler, ServerLogger } from "./grpc-server.js";
 import type { RpcContext } from "./rpc.js";
@@ -119,12 +119,6 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 const DEADLINE_PATTERN = /(\d{1,8})\s*([HMSmun])/;
 const DEADLINE_UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
 
-const STATUS_OK = 0;
-const STATUS_DEADLINE_EXCEEDED = 4;
-const STATUS_RESOURCE_EXHAUSTED = 8;
-const STATUS_UNIMPLEMENTED = 12;
-const STATUS_INTERNAL = 13;
-
 /**
  * One call on the lane. Reads the single message, runs the handler after the client's half
  * close (as grpc-js does), answers once. Never throws.
@@ -184,7 +178,7 @@ class LaneCall implements RpcContext {
     const text = typeof header === "string" ? header : header.join(",");
     const match = DEADLINE_PATTERN.exec(text);
     if (match === null) {
-      this.#fail(STATUS_INTERNAL, `Invalid grpc-timeout value "${text}"`);
+      this.#fail(grpc.status.INTERNAL, `Invalid grpc-timeout value "${text}"`);
       return false;
     }
     const ms = Math.floor(Number(match[1]) * (DEADLINE_UNIT_MS[match[2]!] ?? 0));
@@ -205,13 +199,13 @@ class LaneCall implements RpcContext {
       const length = head.readUInt32BE(1);
       const max = this.method.options.maxReceiveMessageBytes;
       if (length > max) {
-        this.#fail(STATUS_RESOURCE_EXHAUSTED, `Received message larger than max (${length} vs ${max})`);
+        this.#fail(grpc.status.RESOURCE_EXHAUSTED, `Received message larger than max (${length} vs ${max})`);
         return;
       }
       this.#expected = 5 + length;
     }
     if (this.#expected !== undefined && this.#bytes > this.#expected) {
-      this.#fail(STATUS_UNIMPLEMENTED, `Received a second request message for unary method ${this.method.rpc}`);
+      this.#fail(grpc.status.UNIMPLEMENTED, `Received a second request message for unary method ${this.method.rpc}`);
     }
   }
 
@@ -219,7 +213,7 @@ class LaneCall implements RpcContext {
     if (this.#done) return;
     if (this.#bytes !== this.#expected) {
       // Nothing, or a message cut off: grpc-js sees no message in either case.
-      this.#fail(STATUS_UNIMPLEMENTED, this.method.noMessage);
+      this.#fail(grpc.status.UNIMPLEMENTED, this.method.noMessage);
       return;
     }
     const chunks = this.#chunks;
@@ -247,11 +241,11 @@ class LaneCall implements RpcContext {
     if (this.#done) return;
     const max = this.method.options.maxSendMessageBytes;
     if (bytes.length > max) {
-      this.#observe(STATUS_RESOURCE_EXHAUSTED);
-      this.#fail(STATUS_RESOURCE_EXHAUSTED, `Sent message larger than max (${bytes.length + 5} vs. ${max})`);
+      this.#observe(grpc.status.RESOURCE_EXHAUSTED);
+      this.#fail(grpc.status.RESOURCE_EXHAUSTED, `Sent message larger than max (${bytes.length + 5} vs. ${max})`);
       return;
     }
-    this.#observe(STATUS_OK);
+    this.#observe(grpc.status.OK);
     this.#finish();
     const stream = this.stream;
     if (stream.destroyed || stream.closed) return;
@@ -282,7 +276,7 @@ class LaneCall implements RpcContext {
   #expire(): void {
     this.#deadlineTimer = undefined;
     if (this.#done) return;
-    this.#fail(STATUS_DEADLINE_EXCEEDED, "Deadline exceeded");
+    this.#fail(grpc.status.DEADLINE_EXCEEDED, "Deadline exceeded");
     this.#controller?.abort();
   }
 
